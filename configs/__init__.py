@@ -1,0 +1,1 @@
+"""Hydra configs: one root config per CLI verb, and groups (env/, ...) composed into them."""

@@ -1,0 +1,15 @@
+"""One exception type for mistakes the user can fix; the CLI prints it as one line and exits 2."""
+
+from __future__ import annotations
+
+
+class WorldsslError(Exception):
+    """A user-facing error: the message names the problem and the fix, on one line."""
+
+
+class ConfigError(WorldsslError):
+    """A config value that cannot work (unknown id, out-of-range number, missing path)."""
+
+
+class DataError(WorldsslError):
+    """A dataset that is missing, from another env, truncated or corrupt."""
