@@ -95,7 +95,7 @@ def make(env_id: str, frame_stack: int | None = None, max_episode_steps: int | N
 
 def register_all() -> None:
     """Register every id with gymnasium (idempotent)."""
-    for env_id, info in ENVS.items():
+    for env_id, _info in ENVS.items():
         if env_id in gym.registry:
             continue
         gym.register(id=env_id, entry_point=_entry_point(env_id), kwargs={}, disable_env_checker=True)

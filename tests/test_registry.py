@@ -1,0 +1,52 @@
+"""Every registered id builds through gymnasium, passes both env checkers and carries a true state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+
+SMALL = {"worldssl/Maze-v0": {"image_size": 32}}
+
+
+@pytest.mark.parametrize("env_id", sorted(envs.ENVS))
+def test_every_id_passes_checkers(env_id):
+    kwargs = SMALL.get(env_id, {})
+    if env_id.startswith("worldssl/DMC"):
+        kwargs = {"image_size": 32}
+    env = gym.make(env_id, **kwargs)
+    obs, info = env.reset(seed=0)
+    assert obs.dtype == np.uint8 and obs.ndim == 3 and obs.shape == env.observation_space.shape
+    assert info["state"].dtype == np.float32 and info["state"].ndim == 1
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(envs.make(env_id, **kwargs))
+    env.close()
+
+
+def test_unknown_id_lists_valid_ids():
+    from worldssl.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid ids: .*worldssl/Shapes-v0"):
+        envs.make("worldssl/Nope-v0")
+
+
+def test_render_then_optimizer_does_not_segfault():
+    """MACHINE.md's crash trap: render with software EGL first, then let torch load triton (Adam)."""
+    code = (
+        "import envs, numpy as np\n"
+        "env = envs.make('worldssl/DMC-cartpole-swingup-v0', image_size=32); env.reset(seed=0)\n"
+        "env.step(env.action_space.sample())\n"
+        "import torch\n"
+        "opt = torch.optim.Adam(torch.nn.Linear(2, 2).parameters()); opt.step()\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")
