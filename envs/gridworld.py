@@ -11,8 +11,6 @@ as float32 and ``info["positions"]`` an int64 ``(K, 2)`` copy, for probes and ha
 
 from __future__ import annotations
 
-import atexit
-import weakref
 from typing import Any
 
 import gymnasium as gym
@@ -244,45 +242,21 @@ class CubesEnv(_GridWorld):
     def _draw(self) -> np.ndarray:
         mj = self._mujoco
         if self._renderer is None:
-            self._renderer = mj.Renderer(self.model, self.image_size, self.image_size)
-            _track_renderer(self)
+            from envs.rendering import OffscreenRenderer
+
+            self._renderer = OffscreenRenderer(self.image_size)
+            self._renderer.set_model(self.model)
         offset = (self.grid_size - 1) / 2
         self.data.mocap_pos[:, 0] = self._positions[:, 1] - offset
         self.data.mocap_pos[:, 1] = offset - self._positions[:, 0]
         mj.mj_forward(self.model, self.data)
-        self._renderer.update_scene(self.data, camera="view")
-        self._renderer.scene.flags[mj.mjtRndFlag.mjRND_SHADOW] = 0
-        self._renderer.scene.flags[mj.mjtRndFlag.mjRND_REFLECTION] = 0
-        return np.ascontiguousarray(self._renderer.render().transpose(2, 0, 1))
+        return np.ascontiguousarray(self._renderer.render(self.data, "view", fast=True).transpose(2, 0, 1))
 
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
         super().close()
-
-
-_LIVE_CUBES: weakref.WeakSet[CubesEnv] = weakref.WeakSet()
-_ATEXIT_REGISTERED = False
-
-
-def _track_renderer(env: CubesEnv) -> None:
-    """Close renderers still open at exit before MuJoCo's EGL display is terminated.
-
-    MuJoCo registers ``eglTerminate`` with atexit when the first GL context is made; a renderer that is
-    only garbage-collected after that raises ``EGLError`` noise on shutdown. atexit runs handlers last-in
-    first-out, so registering ours after the first renderer exists closes them in time.
-    """
-    global _ATEXIT_REGISTERED
-    _LIVE_CUBES.add(env)
-    if not _ATEXIT_REGISTERED:
-        atexit.register(_close_live_cubes)
-        _ATEXIT_REGISTERED = True
-
-
-def _close_live_cubes() -> None:
-    for env in list(_LIVE_CUBES):
-        env.close()
 
 
 __all__ = ["CubesEnv", "DIRECTIONS", "SET1_RGB", "SHAPE_NAMES", "ShapesEnv", "cubes_mjcf", "shape_mask"]

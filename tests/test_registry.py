@@ -50,3 +50,26 @@ def test_render_then_optimizer_does_not_segfault():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_interleaved_renderers_do_not_corrupt_each_other():
+    """DMC, Cubes and the maze render in one process: each gives the same frames as when rendering alone."""
+    def frames(env_id, kwargs, other=None):
+        env = envs.make(env_id, frame_stack=1, **kwargs)
+        obs, _ = env.reset(seed=0)
+        env.action_space.seed(0)
+        out = [obs]
+        for _ in range(3):
+            if other is not None:
+                other.reset(seed=1)  # another renderer draws in between
+            out.append(env.step(env.action_space.sample())[0])
+        return np.stack(out)
+
+    specs = [("worldssl/DMC-cartpole-swingup-v0", {"image_size": 32}), ("worldssl/Cubes-v0", {}),
+             ("worldssl/Maze-v0", {"image_size": 32})]
+    alone = [frames(i, k) for i, k in specs]
+    for (env_id, kwargs), want in zip(specs, alone):
+        for other_id, other_kwargs in specs:
+            if other_id != env_id:
+                other = envs.make(other_id, frame_stack=1, **other_kwargs)
+                np.testing.assert_array_equal(frames(env_id, kwargs, other), want)
