@@ -24,11 +24,15 @@ VERBS: dict[str, tuple[str, str, str]] = {
                 "worldssl collect env=cubes episodes=100 workers=2"),
     "preview": ("worldssl.verbs.preview", "render a PNG strip of frames from an env",
                 "worldssl preview env=maze out=maze.png"),
+    "pretrain": ("worldssl.verbs.pretrain", "train an encoder with a self-supervised objective on a dataset",
+                 "worldssl pretrain ssl=moco backbone=conv data=data/shapes steps=2000"),
+    "eval": ("worldssl.verbs.eval", "judge a representation (eval probe: state probes from frozen features)",
+             "worldssl eval probe encoder.checkpoint=RUN/checkpoints/encoder data=data/shapes"),
     "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs)",
               "worldssl bench envs"),
 }
 #: verbs whose first bare word picks what to do (``worldssl bench envs`` == ``worldssl bench what=envs``)
-SUBCOMMAND_KEY = {"bench": "what"}
+SUBCOMMAND_KEY = {"bench": "what", "eval": "what"}
 _HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p",
                 "--shell-completion", "-sc", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",
                 "-cp", "--experimental-rerun", "--version"}
