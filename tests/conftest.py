@@ -10,6 +10,11 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+import torch  # noqa: E402
+
+# pytest-xdist runs one worker per core; torch's own thread pool on top of that oversubscribes 2 cores
+torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -13,3 +13,7 @@ class ConfigError(WorldsslError):
 
 class DataError(WorldsslError):
     """A dataset that is missing, from another env, truncated or corrupt."""
+
+
+class CheckpointError(WorldsslError):
+    """A checkpoint that is missing, corrupt, of an unknown format, or does not fit the architecture asked for."""

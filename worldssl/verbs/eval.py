@@ -1,0 +1,56 @@
+"""``worldssl eval WHAT``: judge a representation (``probe``: state probes from frozen features)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from worldssl.runtime.errors import ConfigError
+from worldssl.runtime.logger import Logger
+from worldssl.verbs._run import run_dir, save_config
+
+WHAT = ("probe",)
+
+
+def validate(cfg: Any) -> None:
+    if cfg.what not in WHAT:
+        raise ConfigError(f"unknown evaluation {cfg.what!r}; valid: {', '.join(WHAT)} (e.g. `worldssl eval probe`)")
+    for key in ("data", "encoder.checkpoint"):
+        if OmegaConf.is_missing(cfg, key) if "." not in key else OmegaConf.is_missing(cfg.encoder, "checkpoint"):
+            raise ConfigError(f"{key}= is required (e.g. worldssl eval probe encoder.checkpoint=RUN/checkpoints/encoder "
+                              f"data=data/shapes)")
+    if not 0 < cfg.test_fraction < 1:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    import worldssl.encoders as encoders
+    from worldssl.data import EpisodeDataset
+    from worldssl.eval.probe import format_results, pca_plot, probe_encoder
+    from worldssl.runtime.device import resolve_device
+
+    validate(cfg)
+    directory = run_dir()
+    save_config(cfg, directory)
+    device = resolve_device(cfg.device)
+    encoder = encoders.load(cfg.encoder.checkpoint, freeze=True)
+    ds = EpisodeDataset(cfg.data)
+    results, feats, states = probe_encoder(encoder, ds, cfg.max_frames, cfg.test_fraction, cfg.knn_k, cfg.baselines,
+                                           device, cfg.seed, cfg.batch_size)
+    print(format_results(results))
+    summary = {"encoder": str(cfg.encoder.checkpoint), "dataset": str(Path(cfg.data).resolve()),
+               "state_names": ds.manifest.get("state_names", []),
+               "results": [dataclasses.asdict(r) for r in results]}
+    if cfg.plot:
+        names = ds.manifest.get("state_names") or [f"state[{i}]" for i in range(states.shape[1])]
+        if not 0 <= cfg.plot_state < states.shape[1]:
+            raise ConfigError(f"plot_state must be in [0, {states.shape[1] - 1}], got {cfg.plot_state}")
+        summary["plot"] = str(pca_plot(feats, states[:, cfg.plot_state], directory / "features_pca.png",
+                                       f"features coloured by {names[cfg.plot_state]}"))
+    with Logger(directory) as logger:
+        logger.log({f"probe/{r.name.replace(' ', '_')}/ridge_r2": r.r2_ridge for r in results}, step=0)
+        logger.summary(summary)
+    return summary
