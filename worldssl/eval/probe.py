@@ -7,8 +7,8 @@ episode on both sides: neighbouring frames are near-duplicates), per state dimen
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
