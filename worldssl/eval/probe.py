@@ -98,6 +98,23 @@ def probe_features(name: str, feats: np.ndarray, states: np.ndarray, groups: np.
                        [float(v) for v in r2_ridge], [float(v) for v in r2_knn], alpha, feats.shape[1])
 
 
+def resolve_dims(ds: EpisodeDataset, dims: list[int | str] | None) -> list[int] | None:
+    """State dimensions by index or by name (``state_names`` in the manifest); None keeps all."""
+    if dims is None:
+        return None
+    names = list(ds.manifest.get("state_names") or [])
+    width = int(ds.manifest.get("state_dim") or len(names))
+    out = []
+    for d in dims:
+        if isinstance(d, str) and d in names:
+            out.append(names.index(d))
+        elif isinstance(d, int) and 0 <= d < width:
+            out.append(d)
+        else:
+            raise DataError(f"unknown state dimension {d!r}; valid: indices 0..{width - 1} or names {names}")
+    return out
+
+
 def dataset_frames(ds: EpisodeDataset, max_frames: int | None = None, seed: int = 0):
     """(episode, t) of every frame (or an even subsample of ``max_frames``), and their true states."""
     if not ds.has_state:
@@ -134,10 +151,12 @@ def downsampled_pixels(ds: EpisodeDataset, ep: np.ndarray, t: np.ndarray, size: 
 
 def probe_encoder(encoder: torch.nn.Module, ds: EpisodeDataset, max_frames: int | None = 4000,
                   test_fraction: float = 0.2, k: int = 5, baselines: bool = True, device: str | torch.device = "cpu",
-                  seed: int = 0, batch_size: int = 256) -> tuple[list[ProbeResult], np.ndarray, np.ndarray]:
+                  seed: int = 0, batch_size: int = 256,
+                  dims: list[int | str] | None = None) -> tuple[list[ProbeResult], np.ndarray, np.ndarray]:
     """Probe ``encoder`` and (optionally) a random-init twin and raw pixels on the same frames.
 
-    Returns the results (encoder first) and the encoder's features and states (for plots).
+    ``dims`` restricts the probed state variables (indices or names). Returns the results (encoder
+    first) and the encoder's features and the probed states (for plots).
     """
     from worldssl.encoders import build
 
@@ -146,6 +165,9 @@ def probe_encoder(encoder: torch.nn.Module, ds: EpisodeDataset, max_frames: int 
         raise DataError(f"encoder takes {obs_shape} but dataset {ds.root} gives {ds.obs_shape}; "
                         f"use a dataset of the same env/frame stack or an encoder trained on it")
     ep, t, states = dataset_frames(ds, max_frames, seed)
+    keep = resolve_dims(ds, dims)
+    if keep is not None:
+        states = states[:, keep]
     encoder = encoder.to(device).eval()
     feats = encode_frames(encoder, ds, ep, t, batch_size, device)
     results = [probe_features("encoder", feats, states, ep, test_fraction, k)]

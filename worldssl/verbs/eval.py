@@ -38,14 +38,18 @@ def run(cfg: Any) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     encoder = encoders.load(cfg.encoder.checkpoint, freeze=True)
     ds = EpisodeDataset(cfg.data)
+    dims = OmegaConf.to_container(cfg.dims) if cfg.dims is not None else None
     results, feats, states = probe_encoder(encoder, ds, cfg.max_frames, cfg.test_fraction, cfg.knn_k, cfg.baselines,
-                                           device, cfg.seed, cfg.batch_size)
+                                           device, cfg.seed, cfg.batch_size, dims)
     print(format_results(results))
     summary = {"encoder": str(cfg.encoder.checkpoint), "dataset": str(Path(cfg.data).resolve()),
                "state_names": ds.manifest.get("state_names", []),
                "results": [dataclasses.asdict(r) for r in results]}
     if cfg.plot:
-        names = ds.manifest.get("state_names") or [f"state[{i}]" for i in range(states.shape[1])]
+        from worldssl.eval.probe import resolve_dims
+
+        all_names = ds.manifest.get("state_names") or [f"state[{i}]" for i in range(int(ds.manifest["state_dim"]))]
+        names = [all_names[i] for i in (resolve_dims(ds, dims) or range(len(all_names)))]
         if not 0 <= cfg.plot_state < states.shape[1]:
             raise ConfigError(f"plot_state must be in [0, {states.shape[1] - 1}], got {cfg.plot_state}")
         summary["plot"] = str(pca_plot(feats, states[:, cfg.plot_state], directory / "features_pca.png",

@@ -88,15 +88,16 @@ def run(cfg: Any) -> dict[str, Any]:
                                    "device": str(device), "encoder": str(directory / "checkpoints" / "encoder")}
         summary.update(trainer.train(logger))
         if cfg.probe:
+            dims = OmegaConf.to_container(cfg.probe_dims) if cfg.probe_dims is not None else None
             results, feats, states = probe_encoder(objective.encoder, ds, cfg.probe_frames, device=device,
-                                                   seed=cfg.seed)
+                                                   seed=cfg.seed, dims=dims)
             print(format_results(results))
             for r in results:
                 summary[f"probe/{r.name}/ridge_r2"] = r.r2_ridge
                 summary[f"probe/{r.name}/knn_r2"] = r.r2_knn
             logger.log({f"probe/{r.name.replace(' ', '_')}/ridge_r2": r.r2_ridge for r in results}, trainer.step)
             pca_plot(feats, states[:, 0], directory / "features_pca.png", f"{cfg.ssl.name} features, coloured by "
-                     f"{(ds.manifest.get('state_names') or ['state[0]'])[0]}")
+                     f"the first probed state variable")
         logger.summary(summary)
     print(f"pretrain: {cfg.ssl.name} on {cfg.backbone.kind}, {summary['step']} steps; encoder at {summary['encoder']}")
     return summary
