@@ -49,12 +49,15 @@ class Settings:
     channels: int = 9            # three stacked RGB frames
     sequence_length: int = 8     # CPC: frames per sequence (batch / length sequences per step)
     steps: int = 1               # training steps per timed repeat
-    repeats: int = 3
+    repeats: int = 3             # at least this many timed repeats per implementation
+    max_repeats: int = 7         # more repeats (cheap rows) while a row has used less than row_seconds
+    row_seconds: float = 10.0
     warmup: int = 1              # untimed steps first (allocator, autotuning, lazy init)
     lr: float = 1e-3
     vit_depth: int | None = None  # override the ViT depth (None: the arch's 12) for quick runs
     device: str = "auto"
     amp: bool | str = "auto"
+    threads: int | None = 1      # CPU intra-op threads while timing (None: torch's default)
     seed: int = 0
 
     @classmethod
@@ -70,9 +73,12 @@ class Settings:
                    channels=int(get("ssl_channels", d.channels)),
                    sequence_length=int(get("ssl_sequence_length", d.sequence_length)),
                    steps=int(get("ssl_steps", d.steps)), repeats=int(get("repeats", d.repeats)),
+                   max_repeats=int(get("ssl_max_repeats", d.max_repeats)),
+                   row_seconds=float(get("ssl_row_seconds", d.row_seconds)),
                    warmup=int(get("ssl_warmup", d.warmup)), lr=float(get("ssl_lr", d.lr)),
                    vit_depth=get("ssl_vit_depth", None), device=str(get("device", d.device)),
-                   amp=get("amp", d.amp), seed=int(get("seed", d.seed)))
+                   amp=get("amp", d.amp), seed=int(get("seed", d.seed)),
+                   threads=_threads(cfg.get("ssl_threads", d.threads) if hasattr(cfg, "get") else d.threads))
 
     def validate(self) -> None:
         from worldssl.runtime.errors import ConfigError
@@ -83,12 +89,17 @@ class Settings:
         bad = [b for b in self.backbones if b not in BACKBONES]
         if bad:
             raise ConfigError(f"unknown ssl_backbones {bad}; valid: {', '.join(BACKBONES)}")
-        if min(self.batch, self.image_size, self.channels, self.steps, self.repeats) < 1 or self.warmup < 0:
+        if min(self.batch, self.image_size, self.channels, self.steps, self.repeats) < 1 or self.warmup < 0 \
+                or self.max_repeats < 0 or self.row_seconds < 0:
             raise ConfigError("ssl_batch, ssl_image_size, ssl_channels, ssl_steps, repeats must be >= 1, "
                               "ssl_warmup >= 0")
         if "cpc" in self.objectives and (self.sequence_length < 4 or self.batch % self.sequence_length):
             raise ConfigError(f"ssl_sequence_length ({self.sequence_length}) must be >= 4 (CPC predicts 3 steps) "
                               f"and divide ssl_batch ({self.batch})")
+
+
+def _threads(value: Any) -> int | None:
+    return None if value is None or str(value).lower() in ("null", "none", "auto") else int(value)
 
 
 # -- shared pieces --------------------------------------------------------------------------------------
@@ -242,8 +253,7 @@ class LightlyMAE(nn.Module):
 
     def __init__(self, encoder: nn.Module, augment: nn.Module | None, mask_ratio: float, decoder_dim: int,
                  decoder_depth: int, decoder_heads: int):
-        from lightly.models.modules import MaskedVisionTransformerTIMM
-        from lightly.models.modules.masked_vision_transformer_decoder_timm import MaskedVisionTransformerDecoderTIMM
+        from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVisionTransformerTIMM
 
         super().__init__()
         vit = encoder.vit
@@ -315,14 +325,20 @@ def lightly_step(name: str, backbone: str, obs: torch.Tensor, ours: nn.Module, s
 # -- timing ---------------------------------------------------------------------------------------------
 def time_alternating(steps: dict[str, Callable[[], None]], images: int, s: Settings,
                      device: torch.device) -> dict[str, float]:
-    """Median images/s of each step function; repeats alternate between them (order flipped every repeat)."""
+    """Median images/s of each step function over the timed repeats, which alternate between the functions
+    (order flipped every repeat), so a slow spell of a shared machine hits both alike.
+
+    ``s.repeats`` repeats at least; up to ``s.max_repeats`` while the row has taken under ``s.row_seconds``
+    (more samples where a step is cheap, for the same wall time)."""
+    start = time.perf_counter()
     for fn in steps.values():
         for _ in range(s.warmup):
             fn()
         _sync(device)
     rates: dict[str, list[float]] = {k: [] for k in steps}
     names = list(steps)
-    for r in range(s.repeats):
+    r = 0
+    while r < s.repeats or (r < s.max_repeats and time.perf_counter() - start < s.row_seconds):
         for k in names if r % 2 == 0 else names[::-1]:
             _sync(device)
             t0 = time.perf_counter()
@@ -330,6 +346,7 @@ def time_alternating(steps: dict[str, Callable[[], None]], images: int, s: Setti
                 steps[k]()
             _sync(device)
             rates[k].append(images * s.steps / (time.perf_counter() - t0))
+        r += 1
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
@@ -341,8 +358,7 @@ def _lightly_version() -> str | None:
     return str(lightly.__version__)
 
 
-def measure(name: str, backbone: str, s: Settings, device: torch.device,
-            lightly_version: str | None) -> Row | None:
+def measure(name: str, backbone: str, s: Settings, device: torch.device, lightly_version: str | None) -> Row:
     shape = f"{s.channels}x{s.image_size}x{s.image_size}"
     label = f"{LABELS[name]} / {backbone} {shape} b{s.batch}"
     if name == "cpc":
@@ -379,10 +395,20 @@ def run(cfg: Any) -> list[Row]:
     s.validate()
     device = resolve_device(s.device)
     version = _lightly_version()
-    where = f"{device}" + (f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else "")
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and s.threads is not None:
+        torch.set_num_threads(s.threads)
+    try:
+        return _run(s, device, version)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(s: Settings, device: torch.device, version: str | None) -> list[Row]:
+    where = f"{device}" + (f" ({torch.get_num_threads()} thread(s))" if device.type == "cpu" else "")
     print(f"bench ssl: train images/s (augment + forward + loss + backward + AdamW + momentum) on {where}, "
-          f"batch {s.batch}, {s.channels}x{s.image_size}x{s.image_size}, median of {s.repeats} repeat(s) of "
-          f"{s.steps} step(s) after {s.warmup} warm-up, ours and lightly alternating", flush=True)
+          f"batch {s.batch}, {s.channels}x{s.image_size}x{s.image_size}, median of {s.repeats}-{max(s.repeats, s.max_repeats)} "
+          f"repeats of {s.steps} step(s) after {s.warmup} warm-up, ours and lightly alternating", flush=True)
     if version is None:
         print("  lightly is not installed: no baselines")
     rows = []
@@ -390,7 +416,5 @@ def run(cfg: Any) -> list[Row]:
         for name in s.objectives:
             if name == "mae" and BACKBONES[backbone][0] != "vit":
                 continue  # MAE needs a ViT
-            row = measure(name, backbone, s, device, version)
-            if row is not None:
-                rows.append(row)
+            rows.append(measure(name, backbone, s, device, version))
     return rows

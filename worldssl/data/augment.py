@@ -107,9 +107,9 @@ def _frames(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def _gray(frames: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601 luma of ``(B, F, 3, H, W)`` -> ``(B, F, 1, H, W)``."""
-    wts = torch.tensor([0.299, 0.587, 0.114], dtype=frames.dtype, device=frames.device)
-    return (frames * wts.view(1, 1, 3, 1, 1)).sum(dim=2, keepdim=True)
+    """ITU-R 601 luma of ``(B, F, 3, H, W)`` -> ``(B, F, 1, H, W)``: ``0.299 r + 0.587 g + 0.114 b``."""
+    r, g, b = frames[:, :, 0:1], frames[:, :, 1:2], frames[:, :, 2:3]
+    return (r * 0.299).add_(g * 0.587).add_(b * 0.114)
 
 
 def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
@@ -131,13 +131,13 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4
     cf = _uniform(b, 1 - contrast, 1 + contrast, generator, dev).view(b, 1, 1, 1, 1)
     sf = _uniform(b, 1 - saturation, 1 + saturation, generator, dev).view(b, 1, 1, 1, 1)
     apply = (_uniform(b, 0.0, 1.0, generator, dev) < p).view(b, 1, 1, 1, 1)
-    out = (frames * bf).clamp(0, top)
-    grey = _gray(out) if rgb else out
-    mean = grey.mean(dim=(2, 3, 4), keepdim=True)
-    out = (mean + cf * (out - mean)).clamp(0, top)
+    # in-place after the first product: each step is one pass over the batch and allocates nothing
+    out = (frames * bf).clamp_(0, top)
+    mean = (_gray(out) if rgb else out).mean(dim=(2, 3, 4), keepdim=True)
+    out.sub_(mean).mul_(cf).add_(mean).clamp_(0, top)  # m + c (x - m)
     if rgb:
         grey = _gray(out)
-        out = (grey + sf * (out - grey)).clamp(0, top)
+        out.sub_(grey).mul_(sf).add_(grey).clamp_(0, top)  # g + s (x - g)
     out = torch.where(apply, out, frames).reshape(x.shape)
     return _restore_dtype(out, x.dtype)
 

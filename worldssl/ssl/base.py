@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -67,11 +69,50 @@ class TwoViewObjective(SSLObjective):
         self.positive = positive
         self.batch_kind = "frames" if positive == "augment" else "pairs"  # instance attribute
         self.augment = augment if augment is not None else default_augment(positive)
+        # two views may share one encoder pass when no layer mixes the samples of a batch (BatchNorm) or
+        # draws random masks (dropout): each view's features are then the same as from its own pass (up to
+        # float rounding). None (auto): on accelerators only, where it halves the kernel launches; on CPU one
+        # pass over 2B images measured slower than two over B. True / False: always / never.
+        self.batch_independent = batch_independent(encoder)
+        self.shared_pass: bool | None = None
 
     def views(self, batch: SSLBatch) -> tuple[torch.Tensor, torch.Tensor]:
         self.check_batch(batch)
         other = batch.obs if self.positive == "augment" else batch.positive
         return self.augment(batch.obs), self.augment(other)
+
+    def encode_pair(self, encoder: nn.Module, v1: torch.Tensor,
+                    v2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encoder(v1), encoder(v2)`` flattened to ``(B, D)``: one batched pass of both views where the
+        encoder is :attr:`batch_independent` and :attr:`shared_pass` allows it, two passes otherwise (BatchNorm
+        statistics per view, as in the papers' code)."""
+        shared = self.batch_independent and v1.shape == v2.shape and v1.dtype == v2.dtype and (
+            v1.device.type != "cpu" if self.shared_pass is None else bool(self.shared_pass))
+        if shared:
+            h = encoder(torch.cat([v1, v2])).flatten(1)
+            return h[: len(v1)], h[len(v1):]
+        return encoder(v1).flatten(1), encoder(v2).flatten(1)
+
+
+def read_metrics(objective: str, **values: torch.Tensor) -> dict[str, float]:
+    """Scalar tensors -> ``{"ssl/<name>": float}`` in one device-to-host copy (one sync on an accelerator
+    instead of one per metric). The first value is the loss: FloatingPointError when it is not finite."""
+    host = torch.stack([v.detach().float().reshape(()) for v in values.values()]).tolist()
+    if not math.isfinite(host[0]):
+        raise FloatingPointError(f"{objective} loss is {host[0]}")
+    return {f"ssl/{k}": x for k, x in zip(values, host, strict=True)}
+
+
+def batch_independent(module: nn.Module) -> bool:
+    """True when, in training mode, every sample's output depends on that sample alone: no BatchNorm
+    (batch statistics) and no dropout / drop-path with a non-zero rate (random draws per call)."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            return False
+        rate = getattr(m, "p", None) if isinstance(m, nn.modules.dropout._DropoutNd) else getattr(m, "drop_prob", None)
+        if rate:
+            return False
+    return True
 
 
 def default_augment(positive: str) -> nn.Module:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from worldssl.encoders.base import Encoder
-from worldssl.ssl.base import TwoViewObjective
+from worldssl.ssl.base import TwoViewObjective, read_metrics
 from worldssl.ssl.batch import SSLBatch
 from worldssl.ssl.heads import BYOLPredictionHead, BYOLProjectionHead
 from worldssl.ssl.losses.negative_cosine import negative_cosine
@@ -50,12 +50,15 @@ class BYOL(TwoViewObjective):
 
     def loss(self, batch: SSLBatch) -> tuple[torch.Tensor, dict[str, float]]:
         v1, v2 = self.views(batch)
-        p1, p2 = self.online(v1), self.online(v2)
-        t1, t2 = self.target(v1), self.target(v2)
+        h1, h2 = self.encode_pair(self.encoder, v1, v2)
+        p1, p2 = self.predictor(self.projector(h1)), self.predictor(self.projector(h2))  # heads per view (BN)
+        with torch.no_grad():
+            g1, g2 = self.encode_pair(self.target_encoder, v1, v2)
+            t1, t2 = self.target_projector(g1), self.target_projector(g2)
         loss = 0.5 * (negative_cosine(p1, t2) + negative_cosine(p2, t1))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"BYOL loss is {loss.item()}")
-        return loss, {"ssl/loss": float(loss.detach()), "ssl/cos": float(-loss.detach())}
+        metrics = read_metrics("BYOL", loss=loss)
+        metrics["ssl/cos"] = -metrics["ssl/loss"]
+        return loss, metrics
 
     @torch.no_grad()
     def update_momentum(self) -> None:

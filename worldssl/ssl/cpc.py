@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldssl.encoders.base import Encoder
-from worldssl.ssl.base import SSLObjective
+from worldssl.ssl.base import SSLObjective, read_metrics
 from worldssl.ssl.batch import SSLBatch
 from worldssl.ssl.losses.cpc_info_nce import cpc_logits
 
@@ -111,16 +111,16 @@ class CPC(SSLObjective):
         z = self.encode(batch.obs)  # [B, T, Dz]
         c = self.context(z)  # [B, T, Dc]
         acts = self.action_features(batch.actions) if self.action_conditioned else None
-        losses, metrics = [], {}
+        losses, accs = [], {}
         for k in range(1, self.steps + 1):
             logits, labels = cpc_logits(self.predict(c, k, acts), z, k, self.temperature)
             losses.append(F.cross_entropy(logits, labels))
-            metrics[f"ssl/acc_k{k}"] = float((logits.argmax(dim=1) == labels).float().mean())
+            accs[f"acc_k{k}"] = (logits.argmax(dim=1) == labels).float().mean()
         loss = torch.stack(losses).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"CPC loss is {loss.item()}")
+        host = read_metrics("CPC", loss=loss, **accs)  # one host copy; raises on a non-finite loss
+        metrics = {f"ssl/{k}": host[f"ssl/{k}"] for k in accs}
         metrics["ssl/acc"] = sum(metrics[f"ssl/acc_k{k}"] for k in range(1, self.steps + 1)) / self.steps
-        metrics["ssl/loss"] = float(loss.detach())
+        metrics["ssl/loss"] = host["ssl/loss"]
         return loss, metrics
 
 

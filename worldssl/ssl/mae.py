@@ -18,7 +18,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from worldssl.encoders.base import Encoder
-from worldssl.ssl.base import SSLObjective
+from worldssl.ssl.base import SSLObjective, read_metrics
 from worldssl.ssl.batch import SSLBatch
 from worldssl.ssl.losses.masked_patch_mse import masked_patch_mse
 
@@ -201,8 +201,8 @@ class MAE(SSLObjective):
         imgs = self.encoder.normalize(obs)  # [N, C, H, W] float
         latent, mask, ids_restore = self.forward_encoder(imgs, self.mask_ratio)
         pred = self.forward_decoder(latent, ids_restore)
-        loss = self.forward_loss(imgs, pred, mask)
-        return loss, {"ssl/loss": float(loss.detach()), "ssl/mask_ratio": float(mask.mean())}
+        loss = masked_patch_mse(self.patchify(imgs), pred, mask, norm_pix=self.norm_pix_loss)
+        return loss, read_metrics("MAE", loss=loss, mask_ratio=mask.mean())  # raises on a non-finite loss
 
 
 def _pair(v) -> tuple[int, int]:

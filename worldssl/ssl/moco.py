@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldssl.encoders.base import Encoder
-from worldssl.ssl.base import TwoViewObjective
+from worldssl.ssl.base import TwoViewObjective, read_metrics
 from worldssl.ssl.batch import SSLBatch
 from worldssl.ssl.heads import MoCoV2ProjectionHead, MoCoV3PredictionHead, MoCoV3ProjectionHead
 from worldssl.ssl.losses.info_nce import info_nce_logits
@@ -85,19 +85,26 @@ class MoCo(TwoViewObjective):
         if self.queue is None:
             return
         keys = F.normalize(keys.detach(), dim=1)[-len(self.queue):]
-        n, size, ptr = len(keys), len(self.queue), int(self.queue_ptr)
-        idx = (ptr + torch.arange(n, device=keys.device)) % size
-        self.queue[idx] = keys.to(self.queue.dtype)
-        self.queue_ptr.fill_((ptr + n) % size)
+        n, size = len(keys), len(self.queue)
+        # the pointer stays on the device: no host sync per step
+        idx = (self.queue_ptr + torch.arange(n, device=keys.device)) % size
+        self.queue.index_copy_(0, idx, keys.to(self.queue.dtype))
+        self.queue_ptr.add_(n).remainder_(size)
 
     # -- objective ----------------------------------------------------------------------------------
     def loss(self, batch: SSLBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """InfoNCE of queries against momentum keys. In training mode (grad enabled) the keys of this batch
         are enqueued after the loss is formed, as in MoCo; in eval mode the queue is left untouched."""
         v1, v2 = self.views(batch)
-        pairs = [(self.query(v1), self.key(v2))]
-        if self.symmetric:
-            pairs.append((self.query(v2), self.key(v1)))
+        if self.symmetric:  # both views through both branches: one shared pass per branch when possible
+            h1, h2 = self.encode_pair(self.encoder, v1, v2)
+            q1, q2 = (self.predictor(self.projector(h)) for h in (h1, h2))  # heads per view (BN)
+            with torch.no_grad():
+                g1, g2 = self.encode_pair(self.target_encoder, v1, v2)
+                k1, k2 = self.target_projector(g1), self.target_projector(g2)
+            pairs = [(q1, k2), (q2, k1)]
+        else:
+            pairs = [(self.query(v1), self.key(v2))]
         queue = self.queue.clone() if self.queue is not None else None
         losses, accs, pos = [], [], []
         for q, k in pairs:
@@ -106,13 +113,10 @@ class MoCo(TwoViewObjective):
             accs.append((logits.argmax(dim=1) == labels).float().mean())
             pos.append(F.cosine_similarity(q, k, dim=1).mean())
         loss = torch.stack(losses).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"MoCo loss is {loss.item()}")
+        metrics = read_metrics("MoCo", loss=loss, acc=torch.stack(accs).mean(), pos_cos=torch.stack(pos).mean())
         if self.training and torch.is_grad_enabled():
             for _, k in pairs:
                 self.enqueue(k)
-        metrics = {"ssl/loss": float(loss.detach()), "ssl/acc": float(torch.stack(accs).mean()),
-                   "ssl/pos_cos": float(torch.stack(pos).mean().detach())}
         return loss, metrics
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldssl.encoders.base import Encoder
-from worldssl.ssl.base import TwoViewObjective
+from worldssl.ssl.base import TwoViewObjective, read_metrics
 from worldssl.ssl.batch import SSLBatch
 from worldssl.ssl.heads import SimCLRProjectionHead
 from worldssl.ssl.losses.nt_xent import nt_xent_logits
@@ -40,12 +40,9 @@ class SimCLR(TwoViewObjective):
 
     def loss(self, batch: SSLBatch) -> tuple[torch.Tensor, dict[str, float]]:
         v1, v2 = self.views(batch)
-        z1, z2 = self.embed(v1), self.embed(v2)
+        h1, h2 = self.encode_pair(self.encoder, v1, v2)
+        z1, z2 = self.projector(h1), self.projector(h2)  # per view: BatchNorm statistics of one view
         logits, labels = nt_xent_logits(z1, z2, self.temperature)
         loss = F.cross_entropy(logits, labels)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"SimCLR loss is {loss.item()}")
         acc = (logits.argmax(dim=1) == labels).float().mean()
-        metrics = {"ssl/loss": float(loss.detach()), "ssl/acc": float(acc),
-                   "ssl/pos_cos": float(F.cosine_similarity(z1, z2, dim=1).mean().detach())}
-        return loss, metrics
+        return loss, read_metrics("SimCLR", loss=loss, acc=acc, pos_cos=F.cosine_similarity(z1, z2, dim=1).mean())
