@@ -11,15 +11,6 @@ import torch
 from worldssl.ssl.losses import cpc_info_nce, info_nce, masked_patch_mse, negative_cosine, nt_xent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and OpenMP barriers stall badly on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / math.sqrt(sum(float(e) ** 2 for e in v))
 

@@ -22,15 +22,6 @@ B = 8
 L = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and OpenMP barriers stall badly on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyConv(Encoder):
     kind = "tiny_conv"
 
