@@ -174,3 +174,16 @@ def test_no_pickle_in_episode_files(shapes_dataset):
         with np.load(path, allow_pickle=False) as z:
             assert {"obs", "action", "reward", "terminated", "truncated", "state", "seed"} <= set(z.files)
             assert all(z[k].dtype != object for k in z.files)
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    from worldssl.runtime.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600

@@ -96,8 +96,11 @@ def run(cfg: Any) -> dict[str, Any]:
                 summary[f"probe/{r.name}/ridge_r2"] = r.r2_ridge
                 summary[f"probe/{r.name}/knn_r2"] = r.r2_knn
             logger.log({f"probe/{r.name.replace(' ', '_')}/ridge_r2": r.r2_ridge for r in results}, trainer.step)
-            pca_plot(feats, states[:, 0], directory / "features_pca.png", f"{cfg.ssl.name} features, coloured by "
-                     f"the first probed state variable")
+            from worldssl.eval.probe import resolve_dims
+
+            names = list(ds.manifest.get("state_names") or []) or [f"state[{i}]" for i in range(states.shape[1])]
+            first = names[(resolve_dims(ds, dims) or [0])[0]]
+            pca_plot(feats, states[:, 0], directory / "features_pca.png", f"{cfg.ssl.name} features, coloured by {first}")
         logger.summary(summary)
     print(f"pretrain: {cfg.ssl.name} on {cfg.backbone.kind}, {summary['step']} steps; encoder at {summary['encoder']}")
     return summary
