@@ -61,6 +61,17 @@ def pixels(frames: torch.Tensor) -> torch.Tensor:
     return frames.float() / 255.0
 
 
+def add_reward_term(weight: float, model: WorldModel, latents: list[torch.Tensor], batch: WorldModelBatch,
+                    loss: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``loss + weight * reward_loss`` when ``weight > 0`` (recording both in ``values``), else ``loss``."""
+    if weight <= 0:
+        return loss
+    r_loss = reward_loss(model, latents, batch)
+    loss = loss + weight * r_loss
+    values.update(loss=loss, reward_loss=r_loss)
+    return loss
+
+
 def reward_loss(model: WorldModel, latents: list[torch.Tensor], batch: WorldModelBatch) -> torch.Tensor:
     """Mean over batch and steps of ``(model.reward(latents[k], a_k) - r_k)^2``, ``k < len(latents)``."""
     terms = [F.mse_loss(model.reward(z, batch.actions[:, k]), batch.rewards[:, k].float())

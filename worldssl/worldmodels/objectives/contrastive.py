@@ -27,6 +27,7 @@ from worldssl.runtime.errors import ConfigError
 from worldssl.worldmodels.base import WorldModel, WorldModelBatch
 from worldssl.worldmodels.objectives.common import (
     Objective,
+    add_reward_term,
     check_batch,
     check_horizon,
     check_reward_head,
@@ -34,7 +35,6 @@ from worldssl.worldmodels.objectives.common import (
     encode_steps,
     randperm,
     read_metrics,
-    reward_loss,
 )
 from worldssl.worldmodels.objectives.energy import energy
 
@@ -87,10 +87,7 @@ class ContrastiveHinge(Objective):
         loss = torch.stack(positive).sum() + torch.stack(hinge).sum()
         values = {"loss": loss, "positive_energy": torch.stack(positive).mean(),
                   "negative_energy": torch.stack(negative).mean(), "hinge": torch.stack(hinge).mean()}
-        if self.reward_weight > 0:
-            r_loss = reward_loss(model, [z[0], *pred[:, : h - 1].unbind(1)], batch)
-            loss = loss + self.reward_weight * r_loss
-            values.update(loss=loss, reward_loss=r_loss)
+        loss = add_reward_term(self.reward_weight, model, [z[0], *pred[:, : h - 1].unbind(1)], batch, loss, values)
         return loss, read_metrics("ContrastiveHinge", **values)
 
     def extra_repr(self) -> str:

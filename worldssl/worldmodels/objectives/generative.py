@@ -25,6 +25,7 @@ from worldssl.runtime.errors import ConfigError
 from worldssl.worldmodels.base import WorldModel, WorldModelBatch
 from worldssl.worldmodels.objectives.common import (
     Objective,
+    add_reward_term,
     check_batch,
     check_horizon,
     check_reward_head,
@@ -33,7 +34,6 @@ from worldssl.worldmodels.objectives.common import (
     pixels,
     randn_like,
     read_metrics,
-    reward_loss,
 )
 
 
@@ -94,10 +94,8 @@ class _Reconstruction(Objective):
 
     def add_reward(self, model: WorldModel, z0: torch.Tensor, pred: torch.Tensor, batch: WorldModelBatch,
                    loss: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.reward_weight > 0:
-            r_loss = reward_loss(model, [z0, *pred[:, : self.horizon - 1].unbind(1)], batch)
-            loss = loss + self.reward_weight * r_loss
-            values.update(loss=loss, reward_loss=r_loss)
+        loss = add_reward_term(self.reward_weight, model, [z0, *pred[:, : self.horizon - 1].unbind(1)], batch, loss,
+                               values)
         return loss
 
 

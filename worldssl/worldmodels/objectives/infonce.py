@@ -20,13 +20,13 @@ from worldssl.runtime.errors import ConfigError
 from worldssl.worldmodels.base import WorldModel, WorldModelBatch
 from worldssl.worldmodels.objectives.common import (
     Objective,
+    add_reward_term,
     check_batch,
     check_horizon,
     check_reward_head,
     check_reward_weight,
     encode_steps,
     read_metrics,
-    reward_loss,
 )
 from worldssl.worldmodels.objectives.energy import pairwise_energy
 
@@ -84,10 +84,7 @@ class TransitionInfoNCE(Objective):
         values = {"loss": loss, "accuracy": torch.stack(accuracy).mean(),
                   f"positive_{name}": sign * torch.stack(positive).mean(),
                   f"negative_{name}": sign * torch.stack(negative).mean()}
-        if self.reward_weight > 0:
-            r_loss = reward_loss(model, [z[0], *pred[:, : h - 1].unbind(1)], batch)
-            loss = loss + self.reward_weight * r_loss
-            values.update(loss=loss, reward_loss=r_loss)
+        loss = add_reward_term(self.reward_weight, model, [z[0], *pred[:, : h - 1].unbind(1)], batch, loss, values)
         return loss, read_metrics("TransitionInfoNCE", **values)
 
     def extra_repr(self) -> str:

@@ -32,13 +32,13 @@ from worldssl.ssl.momentum import make_target, update_momentum
 from worldssl.worldmodels.base import WorldModel, WorldModelBatch
 from worldssl.worldmodels.objectives.common import (
     Objective,
+    add_reward_term,
     check_batch,
     check_horizon,
     check_reward_head,
     check_reward_weight,
     latent_size,
     read_metrics,
-    reward_loss,
 )
 
 
@@ -119,10 +119,7 @@ class SelfPredictive(Objective):
             cosines.append(F.cosine_similarity(p.detach(), t, dim=-1).mean())
         loss = torch.stack(losses).sum()
         values = {"loss": loss, "cos": torch.stack(cosines).mean()}
-        if self.reward_weight > 0:
-            r_loss = reward_loss(model, [z0, *pred[:, : h - 1].unbind(1)], batch)
-            loss = loss + self.reward_weight * r_loss
-            values.update(loss=loss, reward_loss=r_loss)
+        loss = add_reward_term(self.reward_weight, model, [z0, *pred[:, : h - 1].unbind(1)], batch, loss, values)
         return loss, read_metrics("SelfPredictive", **values)
 
     @torch.no_grad()
