@@ -39,6 +39,8 @@ class ActionEncoder(nn.Module):
         super().__init__()
         if mode not in ("flat", "copy", "per_slot"):
             raise ValueError(f"action mode must be flat, copy or per_slot, got {mode!r}")
+        if mode == "copy" and not num_slots:
+            raise ValueError("copy actions need num_slots (the action is copied to every slot)")
         if mode == "per_slot" and (not discrete or not num_slots or dim % num_slots):
             raise ValueError(f"per_slot actions need a discrete action count divisible by the slots "
                              f"({dim} actions, {num_slots} slots)")
