@@ -182,9 +182,10 @@ def collect(spec: CollectSpec, workers: int = 1, progress: bool = True,
         _check_same(read_manifest(out), manifest, out)
     elif out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists and is not a worldssl dataset; choose an empty or new out= directory")
-    write_manifest(out, {**manifest, "episodes": len(list_episode_files(out))})
+    existing = list_episode_files(out)
+    write_manifest(out, {**manifest, "episodes": len(existing)})
 
-    todo = [i for i in range(spec.episodes) if i not in list_episode_files(out)]
+    todo = [i for i in range(spec.episodes) if i not in existing]
     start = time.perf_counter()
     done: list[tuple[float, int]] = []
 

@@ -115,6 +115,13 @@ def resolve_dims(ds: EpisodeDataset, dims: list[int | str] | None) -> list[int] 
     return out
 
 
+def probed_names(ds: EpisodeDataset, dims: list[int | str] | None) -> list[str]:
+    """Names of the state variables a probe with ``dims`` looks at (``state[i]`` where unnamed)."""
+    width = int(ds.manifest.get("state_dim") or 0)
+    names = list(ds.manifest.get("state_names") or []) or [f"state[{i}]" for i in range(width)]
+    return [names[i] for i in (resolve_dims(ds, dims) or range(len(names)))]
+
+
 def dataset_frames(ds: EpisodeDataset, max_frames: int | None = None, seed: int = 0):
     """(episode, t) of every frame (or an even subsample of ``max_frames``), and their true states."""
     if not ds.has_state:

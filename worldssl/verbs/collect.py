@@ -10,6 +10,7 @@ from envs.config import env_config
 from worldssl.data import CollectSpec, collect
 from worldssl.data.collect import POLICIES
 from worldssl.runtime.errors import ConfigError
+from worldssl.runtime.io import atomic_open
 from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
@@ -52,8 +53,9 @@ def run(cfg: Any) -> dict[str, Any]:
     if cfg.preview:
         from worldssl.verbs.preview import dataset_preview
 
-        path = dataset_preview(spec.out, directory / "preview.png")
-        dataset_preview(spec.out, Path(spec.out) / "preview.png")
+        path = dataset_preview(spec.out, Path(spec.out) / "preview.png")
+        with atomic_open(directory / "preview.png", "wb") as f:  # the same picture in the run dir
+            f.write(path.read_bytes())
         summary["preview"] = str(path)
     log.info("dataset %s: %d episodes, %d transitions (%d new episodes in %.1fs)", spec.out, result.episodes,
              result.transitions, result.new_episodes, result.seconds)

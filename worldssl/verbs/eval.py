@@ -18,8 +18,9 @@ WHAT = ("probe",)
 def validate(cfg: Any) -> None:
     if cfg.what not in WHAT:
         raise ConfigError(f"unknown evaluation {cfg.what!r}; valid: {', '.join(WHAT)} (e.g. `worldssl eval probe`)")
-    for key in ("data", "encoder.checkpoint"):
-        if OmegaConf.is_missing(cfg, key) if "." not in key else OmegaConf.is_missing(cfg.encoder, "checkpoint"):
+    for key, missing in (("data", OmegaConf.is_missing(cfg, "data")),
+                         ("encoder.checkpoint", OmegaConf.is_missing(cfg.encoder, "checkpoint"))):
+        if missing:
             raise ConfigError(f"{key}= is required (e.g. worldssl eval probe encoder.checkpoint=RUN/checkpoints/encoder "
                               f"data=data/shapes)")
     if not 0 < cfg.test_fraction < 1:
@@ -29,7 +30,7 @@ def validate(cfg: Any) -> None:
 def run(cfg: Any) -> dict[str, Any]:
     import worldssl.encoders as encoders
     from worldssl.data import EpisodeDataset
-    from worldssl.eval.probe import format_results, pca_plot, probe_encoder
+    from worldssl.eval.probe import format_results, pca_plot, probe_encoder, probed_names
     from worldssl.runtime.device import resolve_device
 
     validate(cfg)
@@ -46,10 +47,7 @@ def run(cfg: Any) -> dict[str, Any]:
                "state_names": ds.manifest.get("state_names", []),
                "results": [dataclasses.asdict(r) for r in results]}
     if cfg.plot:
-        from worldssl.eval.probe import resolve_dims
-
-        all_names = ds.manifest.get("state_names") or [f"state[{i}]" for i in range(int(ds.manifest["state_dim"]))]
-        names = [all_names[i] for i in (resolve_dims(ds, dims) or range(len(all_names)))]
+        names = probed_names(ds, dims)
         if not 0 <= cfg.plot_state < states.shape[1]:
             raise ConfigError(f"plot_state must be in [0, {states.shape[1] - 1}], got {cfg.plot_state}")
         summary["plot"] = str(pca_plot(feats, states[:, cfg.plot_state], directory / "features_pca.png",

@@ -64,7 +64,7 @@ def build_objective(cfg: Any, ds: Any):
 
 def run(cfg: Any) -> dict[str, Any]:
     from worldssl.data import EpisodeDataset
-    from worldssl.eval.probe import format_results, pca_plot, probe_encoder
+    from worldssl.eval.probe import format_results, pca_plot, probe_encoder, probed_names
     from worldssl.runtime.device import resolve_device, seed_everything
     from worldssl.ssl.train import Pretrainer
 
@@ -96,10 +96,7 @@ def run(cfg: Any) -> dict[str, Any]:
                 summary[f"probe/{r.name}/ridge_r2"] = r.r2_ridge
                 summary[f"probe/{r.name}/knn_r2"] = r.r2_knn
             logger.log({f"probe/{r.name.replace(' ', '_')}/ridge_r2": r.r2_ridge for r in results}, trainer.step)
-            from worldssl.eval.probe import resolve_dims
-
-            names = list(ds.manifest.get("state_names") or []) or [f"state[{i}]" for i in range(states.shape[1])]
-            first = names[(resolve_dims(ds, dims) or [0])[0]]
+            first = probed_names(ds, dims)[0]
             pca_plot(feats, states[:, 0], directory / "features_pca.png", f"{cfg.ssl.name} features, coloured by {first}")
         logger.summary(summary)
     print(f"pretrain: {cfg.ssl.name} on {cfg.backbone.kind}, {summary['step']} steps; encoder at {summary['encoder']}")

@@ -51,7 +51,7 @@ def env_preview(env, frames: int = 8, stride: int = 2, seed: int = 0, scale: int
             if terminated or truncated:
                 obs, _ = env.reset()
         shown.append(obs)
-    stack = getattr(env, "k", 1) if hasattr(env, "k") else 1
+    stack = getattr(env, "k", 1)  # FrameStack depth
     rows = []
     for o in shown:
         parts = to_rgb_frames(o)
