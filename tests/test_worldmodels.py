@@ -51,7 +51,7 @@ def test_slot_encoder_layers_and_normalisation():
     first = enc.extractor[0]
     assert (first.kernel_size, first.stride, first.out_channels) == ((10, 10), (10, 10), 32)
     kinds = [type(m).__name__ for m in enc.object_encoder]
-    assert kinds == ["Linear", "ReLU", "Linear", "LayerNorm", "ReLU", "Linear"]
+    assert kinds == ["Linear", "ReLU", "Linear", "LayerNorm", "ReLU", "Float32Linear"]
     x = torch.full((1, *SHAPES), 255, dtype=torch.uint8)
     assert torch.allclose(enc.normalize(x), torch.ones(1, *SHAPES))
     with pytest.raises(ValueError):
@@ -262,7 +262,7 @@ def test_build_uses_checkpoint_encoder(tmp_path):
 
 @pytest.mark.parametrize("encoder, transition, space, latent, match", [
     ("conv", "gnn", DISCRETE20, {}, "slot latents"),
-    ({"kind": "slots", "num_slots": 4}, "gnn", {"type": "discrete", "n": 6}, {}, "divisible"),
+    ({"kind": "slots", "num_slots": 4}, "gnn", {"type": "discrete", "n": 6}, {"action_mode": "per_slot"}, "divisible"),
     ("slots", "gnn", BOX2, {"action_mode": "per_slot"}, "divisible"),
     ("slots", "gnn", DISCRETE20, {"action_mode": "sideways"}, "action_mode"),
     ("slots", "recurrent", DISCRETE20, {}, "flat latents"),
@@ -290,3 +290,22 @@ def test_build_sizes_follow_the_encoder():
     assert model.reward_head is None and model.decoder is None
     with pytest.raises(RuntimeError):
         model.decode(torch.zeros(1, 4, 3))
+
+
+def test_gnn_default_action_mode_falls_back_to_copy():
+    """Discrete actions that cannot be split over the slots (a 4-action maze, 5 slots) are copied to every slot."""
+    model = build_world_model(SHAPES, {"type": "discrete", "n": 4}, "slots", "gnn", SMALL)
+    assert model.action_encoder.mode == "copy"
+    assert build_world_model(SHAPES, DISCRETE20, "slots", "gnn", SMALL).action_encoder.mode == "per_slot"
+
+
+def test_latents_stay_float32_under_bf16_autocast():
+    """Latents and deltas come out of Float32Linear layers: bf16 rounding of latents broke a Shapes run."""
+    model = build_world_model(SHAPES, DISCRETE20, "slots", "gnn", SMALL)
+    x = frames(3, SHAPES)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = model.encode(x)
+        z_next = model.next(z, torch.tensor([0, 5, 19]))
+    assert z.dtype == z_next.dtype == torch.float32
+    with torch.no_grad():
+        assert torch.allclose(z, model.encode(x), atol=0.05)

@@ -28,6 +28,10 @@ VERBS: dict[str, tuple[str, str, str]] = {
                  "worldssl pretrain ssl=moco backbone=conv data=data/shapes steps=2000"),
     "eval": ("worldssl.verbs.eval", "judge a representation (eval probe: state probes from frozen features)",
              "worldssl eval probe encoder.checkpoint=RUN/checkpoints/encoder data=data/shapes"),
+    "worldmodel": ("worldssl.verbs.worldmodel", "train a latent world model (encoder + transition + objective)",
+                   "worldssl worldmodel objective=contrastive data=data/shapes-train eval_data=data/shapes-eval"),
+    "compare": ("worldssl.verbs.compare", "the main job: world-model objectives compared over seeds (C-SWM ranking)",
+                "worldssl compare objectives=[contrastive,generative_ae] seeds=[0,1]"),
     "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs)",
               "worldssl bench envs"),
 }

@@ -11,9 +11,11 @@ one, the true low-dimensional ``state`` ``(T+1, S)``. No pickle: ``np.load(..., 
 reads every array. Frame stacks are rebuilt at read time exactly as ``envs.wrappers.FrameStack`` builds
 them online (the first frame repeated at the start of an episode).
 
-Because the ``.npz`` members are stored uncompressed, the reader memory-maps ``obs`` straight out of the
-zip file, so a dataset larger than RAM is read lazily; small datasets are copied into one contiguous
-uint8 array (1 byte per pixel, each frame once) for fast vectorised sampling.
+Because the ``.npz`` members are stored uncompressed, the reader locates ``obs`` inside the zip file and
+reads frames straight from it: ``load="memory"`` copies every frame into one contiguous uint8 array (1 byte
+per pixel, each frame once) for fast vectorised sampling; ``load="mmap"`` memory-maps the frames (they count
+toward the process's resident memory once touched); ``load="stream"`` reads each batch's frames from the
+files with plain reads, so the process holds no frames at all and the OS page cache does the caching.
 """
 
 from __future__ import annotations
@@ -133,6 +135,44 @@ def _npz_members(path: Path) -> dict[str, _Member]:
     return members
 
 
+class _FrameFile:
+    """The ``obs`` array of one episode file, located but not read: ``(T+1, C, H, W)`` uint8 at ``offset``."""
+
+    __slots__ = ("offset", "path", "shape")
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...]):
+        self.path, self.offset, self.shape = path, int(offset), shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def frame_bytes(self) -> int:
+        return int(np.prod(self.shape[1:]))
+
+    def read(self, t: np.ndarray) -> np.ndarray:
+        """Frames ``t`` (any order, repeats allowed), read with one open and one read per distinct frame."""
+        n = self.frame_bytes
+        out = np.empty((len(t), *self.shape[1:]), dtype=np.uint8)
+        with open(self.path, "rb", buffering=0) as f:
+            for i, s in enumerate(np.asarray(t, np.int64)):
+                f.seek(self.offset + int(s) * n)
+                if f.readinto(memoryview(out[i]).cast("B")) != n:
+                    raise DataError(f"episode file {self.path} is truncated; delete it and re-run collect")
+        return out
+
+    def read_all(self) -> np.ndarray:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = np.fromfile(f, dtype=np.uint8, count=len(self) * self.frame_bytes)
+        if data.size != len(self) * self.frame_bytes:
+            raise DataError(f"episode file {self.path} is truncated; delete it and re-run collect")
+        return data.reshape(self.shape)
+
+    def memmap(self) -> np.memmap:
+        return np.memmap(self.path, dtype=np.uint8, mode="r", offset=self.offset, shape=self.shape)
+
+
 class Episode(NamedTuple):
     """One whole episode. ``obs`` is stacked to the dataset's ``frame_stack``: ``(T+1, k*C, H, W)``."""
 
@@ -176,7 +216,8 @@ class EpisodeDataset:
         root: the dataset directory.
         frame_stack: frames per observation; ``None`` takes the manifest's (the env's default).
         load: ``"memory"`` copies all frames into one contiguous uint8 array; ``"mmap"`` maps them lazily
-            from disk (datasets larger than RAM); ``"auto"`` picks memory below ``max_memory_bytes``.
+            from disk (datasets larger than RAM); ``"stream"`` reads each batch's frames from the files and
+            holds none; ``"auto"`` picks memory below ``max_memory_bytes``, else mmap.
         skip_corrupt: skip unreadable episode files with a warning instead of raising.
         expect_env: if given, raise unless the dataset was collected from this env id.
     """
@@ -189,16 +230,20 @@ class EpisodeDataset:
         if expect_env is not None and self.manifest["env_id"] != expect_env:
             raise DataError(f"dataset {self.root} was collected from {self.manifest['env_id']}, not {expect_env}; "
                             f"collect one for {expect_env} or point data= at the right directory")
-        if load not in ("auto", "memory", "mmap"):
-            raise ValueError(f"load must be auto, memory or mmap, got {load!r}")
+        if load not in ("auto", "memory", "mmap", "stream"):
+            raise ValueError(f"load must be auto, memory, mmap or stream, got {load!r}")
+        self.load = load
         self.frame_stack = int(frame_stack or self.manifest.get("frame_stack", 1))
         self.frame_shape = tuple(self.manifest["frame_shape"])
         self.skipped: list[Path] = []
         self._open_episodes(skip_corrupt)
         total = int(sum(len(o) for o in self._obs)) * int(np.prod(self.frame_shape))
         self.in_memory = load == "memory" or (load == "auto" and total <= max_memory_bytes)
+        self.streaming = load == "stream"
         if self.in_memory:
             self._to_memory()
+        elif not self.streaming:
+            self._obs = [f.memmap() for f in self._obs]
 
     # ------------------------------------------------------------------ opening
     def _open_episodes(self, skip_corrupt: bool) -> None:
@@ -206,7 +251,7 @@ class EpisodeDataset:
         if not files:
             raise DataError(f"dataset {self.root} has no episode files; run `worldssl collect out={self.root}`")
         self.indices: list[int] = []
-        self._obs: list[np.ndarray] = []
+        self._obs: list[Any] = []  # _FrameFile per episode; then memmaps or views of one array
         self._small: list[dict[str, np.ndarray]] = []
         for index, path in files.items():
             try:
@@ -227,7 +272,7 @@ class EpisodeDataset:
         self.has_state = all("state" in s for s in self._small)
         self._frame_start = np.concatenate([[0], np.cumsum(self.lengths + 1)[:-1]]).astype(np.int64)
 
-    def _open_one(self, path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _open_one(self, path: Path) -> tuple[_FrameFile, dict[str, np.ndarray]]:
         members = _npz_members(path)
         missing = [k for k in _REQUIRED if k not in members]
         if missing:
@@ -235,8 +280,9 @@ class EpisodeDataset:
         m = members["obs"]
         if m.dtype != np.uint8 or tuple(m.shape[1:]) != self.frame_shape:
             raise ValueError(f"obs is {m.dtype} {m.shape}, manifest says uint8 (T+1, {self.frame_shape})")
-        obs = np.memmap(path, dtype=m.dtype, mode="r", offset=m.offset, shape=m.shape,
-                        order="F" if m.fortran else "C")
+        if m.fortran:
+            raise ValueError("obs is stored in Fortran order; rewrite the episode with write_episode")
+        obs = _FrameFile(path, m.offset, tuple(m.shape))
         with np.load(path, allow_pickle=False) as z:
             small = {k: z[k] for k in members if k != "obs"}
         steps = len(small["action"])
@@ -249,7 +295,7 @@ class EpisodeDataset:
     def _to_memory(self) -> None:
         frames = np.empty((int(self.lengths.sum() + len(self.lengths)), *self.frame_shape), dtype=np.uint8)
         for start, obs in zip(self._frame_start, self._obs):
-            frames[start:start + len(obs)] = obs
+            frames[start:start + len(obs)] = obs.read_all()
         self._frames = frames
         self._obs = [frames[s:s + n + 1] for s, n in zip(self._frame_start, self.lengths)]
 
@@ -297,6 +343,12 @@ class EpisodeDataset:
         if self.in_memory:
             return self._frames[self._frame_start[episode] + t]
         out = np.empty((len(t), *self.frame_shape), dtype=np.uint8)
+        if self.streaming:  # one open per episode of the batch
+            order = np.argsort(episode, kind="stable")
+            bounds = np.flatnonzero(np.diff(episode[order])) + 1
+            for group in np.split(order, bounds):
+                out[group] = self._obs[episode[group[0]]].read(t[group])
+            return out
         for i, (e, s) in enumerate(zip(episode, t)):
             out[i] = self._obs[e][s]
         return out
@@ -346,14 +398,61 @@ class EpisodeDataset:
         """Uniform random windows of ``length`` steps (``length + 1`` observations) within episodes."""
         rng = rng if rng is not None else np.random.default_rng()
         episode, t = self._sample_starts(batch_size, length, rng)
+        return self.windows(episode, t, length)
+
+    def window_starts(self, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``(episode, t)`` at which a window of ``length`` steps fits, episode-major (an epoch's items)."""
+        counts = self._starts(length)
+        episode = np.repeat(np.arange(self.num_episodes), counts)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        t = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(first, counts)
+        return episode, t
+
+    def windows(self, episode: np.ndarray, t: np.ndarray, length: int) -> Sequences:
+        """Windows of ``length`` steps starting at ``(episode[i], t[i])``: ``obs`` ``(B, length+1, ...)``."""
+        episode, t = np.asarray(episode, np.int64), np.asarray(t, np.int64)
+        if len(episode) and np.any(t + length > self.lengths[episode]):
+            raise DataError(f"a window of {length} steps does not fit every requested start in {self.root}")
+        b = len(episode)
         steps = t[:, None] + np.arange(length + 1)[None]
         obs = self.frames(np.repeat(episode, length + 1), steps.ravel())
-        obs = obs.reshape(batch_size, length + 1, *obs.shape[1:])
-        acts = np.stack([self._small[e]["action"][s[:-1]] for e, s in zip(episode, steps)])
-        rews = np.stack([self._small[e]["reward"][s[:-1]] for e, s in zip(episode, steps)])
-        term = np.stack([self._small[e]["terminated"][s[:-1]] for e, s in zip(episode, steps)])
-        states = np.stack([self._small[e]["state"][s] for e, s in zip(episode, steps)]) if self.has_state else None
+        obs = obs.reshape(b, length + 1, *obs.shape[1:])
+        flat = (self._step_start[episode][:, None] + steps[:, :-1])  # rows of the concatenated step arrays
+        acts, rews, term = (self._flat(k)[flat] for k in ("action", "reward", "terminated"))
+        states = self._flat("state")[self._state_start[episode][:, None] + steps] if self.has_state else None
         return Sequences(obs, acts, rews, term, states, episode, t)
+
+    def _flat(self, key: str) -> np.ndarray:
+        """Per-episode ``key`` arrays concatenated once (cached) for vectorised gathers (``state`` rows line up
+        with ``_state_start``, the step arrays with ``_step_start``)."""
+        cache = self.__dict__.setdefault("_flat_cache", {})
+        if key not in cache:
+            cache[key] = np.concatenate([s[key] for s in self._small])
+        return cache[key]
+
+    @property
+    def _step_start(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+
+    @property
+    def _state_start(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths + 1)[:-1]]).astype(np.int64)
+
+    def subset(self, episodes: np.ndarray | list[int]) -> EpisodeDataset:
+        """A view of some episodes (positions in file order), sharing frames with this dataset."""
+        import copy
+
+        episodes = np.asarray(episodes, np.int64)
+        if len(episodes) == 0 or episodes.min() < 0 or episodes.max() >= self.num_episodes:
+            raise ValueError(f"subset needs episode positions in [0, {self.num_episodes}), got {episodes!r}")
+        view = copy.copy(self)
+        view.__dict__.pop("_flat_cache", None)
+        view.indices = [self.indices[i] for i in episodes]
+        view._obs = [self._obs[i] for i in episodes]
+        view._small = [self._small[i] for i in episodes]
+        view.lengths = self.lengths[episodes]
+        view._frame_start = self._frame_start[episodes]  # still offsets into the shared in-memory frames
+        return view
 
     def iter_episodes(self):
         for i in range(self.num_episodes):

@@ -15,6 +15,7 @@ import torch
 
 from worldssl.data.episodes import EpisodeDataset
 from worldssl.runtime.errors import DataError
+from worldssl.runtime.io import save_figure
 
 RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -194,7 +195,6 @@ def pca_plot(feats: np.ndarray, color: np.ndarray, path: str | Path, title: str)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from worldssl.runtime.io import atomic_open
 
     x = feats - feats.mean(0)
     _, _, vt = np.linalg.svd(x[:5000], full_matrices=False)
@@ -204,11 +204,7 @@ def pca_plot(feats: np.ndarray, color: np.ndarray, path: str | Path, title: str)
     fig.colorbar(sc, ax=ax)
     ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def format_results(results: list[ProbeResult]) -> str:

@@ -28,12 +28,36 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool | str = "auto"):
-    """bfloat16 autocast on CUDA when ``enabled`` is True or ``auto``; a no-op context elsewhere."""
-    use = device.type == "cuda" and enabled in (True, "auto", "true")
+def cpu_has_bf16_matmul() -> bool:
+    """True on CPUs with native bfloat16 matrix units (Intel AMX), where bf16 autocast runs MLPs several
+    times faster than float32; False where bf16 would be emulated (and slower)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+def autocast(device: torch.device, enabled: bool | str = "auto", cpu_auto: bool = False):
+    """bfloat16 autocast, or a no-op context.
+
+    ``enabled``: ``True`` / ``"true"`` / ``"bf16"`` always (CUDA or CPU), ``False`` / ``"false"`` never,
+    ``"auto"`` on CUDA, and on CPU too when ``cpu_auto`` and the CPU has native bf16 matmul (AMX).
+    """
+    if enabled in (False, "false", "off", None):
+        return contextlib.nullcontext()
+    if enabled == "auto":
+        use = device.type == "cuda" or (cpu_auto and device.type == "cpu" and cpu_has_bf16_matmul())
+    elif enabled in (True, "true", "bf16", "on"):
+        use = device.type in ("cuda", "cpu")
+    else:
+        raise ConfigError(f"amp must be auto, true or false, got {enabled!r}")
     if not use:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def seed_everything(seed: int) -> None:

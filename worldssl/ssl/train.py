@@ -13,7 +13,6 @@ Resuming restores all three, so N steps in one go and N/2 + N/2 with a restart g
 
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import torch
 from worldssl.data.episodes import EpisodeDataset
 from worldssl.runtime.device import autocast
 from worldssl.runtime.errors import CheckpointError, WorldsslError
-from worldssl.runtime.io import atomic_open
+from worldssl.runtime.io import atomic_open, torch_save
 from worldssl.runtime.logger import Logger
 from worldssl.ssl.base import SSLObjective
 from worldssl.ssl.batch import SSLBatch
@@ -98,10 +97,7 @@ class Pretrainer:
         state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                  "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        with atomic_open(self.ckpt_dir / "train_state.pt", "wb") as f:
-            f.write(buf.getvalue())
+        torch_save(state, self.ckpt_dir / "train_state.pt")
         return self.ckpt_dir
 
     def load(self, ckpt_dir: str | Path) -> None:

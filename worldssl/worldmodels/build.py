@@ -17,12 +17,13 @@ Every size is derived from the encoder's measured ``out_shape`` and the dataset'
 
 - mlp: ``hidden_dim`` (512), ``residual`` (true).
 - gnn: ``hidden_dim`` (512), ``residual`` (true), ``action_mode``: ``"per_slot"`` (C-SWM's grid worlds;
-  default for discrete actions), ``"copy"`` (the action to every slot; default for continuous ones) or
-  ``"ignore"``.
+  the default for discrete action counts divisible by the number of slots), ``"copy"`` (the action to every
+  slot; the default otherwise) or ``"ignore"``.
 - recurrent: ``hidden_dim`` (256), ``stochastic_dim`` (0), ``deterministic_dim`` (default: the encoder's
   width), ``min_std`` (0.1). With ``stochastic_dim > 0`` or a ``deterministic_dim``, a
   :class:`~worldssl.worldmodels.transitions.LatentProjection` maps the encoder's features to ``[h, s]``.
-- any: ``reward_hidden_dim`` (256), ``decoder_hidden_dim`` (512), ``decoder_channels`` (32).
+- any: ``reward_hidden_dim`` (256), ``decoder_hidden_dim`` (512), ``decoder_channels`` (32), ``decoder``
+  (``"patch"``, C-SWM's small decoder, or ``"upsample"``) and ``decoder_patch`` (10).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ _LATENT_KEYS = {
     "gnn": {"hidden_dim", "residual", "action_mode"},
     "recurrent": {"hidden_dim", "stochastic_dim", "deterministic_dim", "min_std"},
 }
-_SHARED_KEYS = {"reward_hidden_dim", "decoder_hidden_dim", "decoder_channels"}
+_SHARED_KEYS = {"reward_hidden_dim", "decoder_hidden_dim", "decoder_channels", "decoder", "decoder_patch"}
 _MAP_ENCODERS = {"slots": (SlotEncoder, {"size": "extractor"}), "cswm_flat": (FlatMapEncoder, {"size": "extractor"})}
 
 
@@ -160,7 +161,7 @@ def _gnn(out_shape: tuple[int, ...], discrete: bool, action_dim: int,
         raise ConfigError(f"transition gnn needs slot latents (B, K, D) from the slot encoder (encoder=slots); "
                           f"this encoder gives {out_shape}: use transition mlp or recurrent")
     k, d = out_shape
-    mode = latent.get("action_mode", "per_slot" if discrete else "copy")
+    mode = latent.get("action_mode") or ("per_slot" if discrete and action_dim % k == 0 else "copy")
     if mode not in ("per_slot", "copy", "ignore"):
         raise ConfigError(f"gnn action_mode must be per_slot, copy or ignore, got {mode!r}")
     if mode == "per_slot" and (not discrete or action_dim % k):
@@ -202,7 +203,10 @@ def _reward_head(out_shape: tuple[int, ...], action_encoder: ActionEncoder, hidd
 
 
 def _decoder(out_shape: tuple[int, ...], obs_shape: tuple[int, int, int], latent: dict[str, Any]) -> nn.Module:
-    kw = {"hidden_dim": latent.get("decoder_hidden_dim", 512), "channels": latent.get("decoder_channels", 32)}
+    kw = {"hidden_dim": latent.get("decoder_hidden_dim", 512), "channels": latent.get("decoder_channels", 32),
+          "style": latent.get("decoder", "patch"), "patch": latent.get("decoder_patch", 10)}
+    if kw["style"] not in ("patch", "upsample"):
+        raise ConfigError(f"decoder must be 'patch' or 'upsample', got {kw['style']!r}")
     if len(out_shape) == 2:
         return SlotDecoder(out_shape[0], out_shape[1], obs_shape, **kw)
     return FlatDecoder(int(torch.tensor(out_shape).prod()), obs_shape, **kw)

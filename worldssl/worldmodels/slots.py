@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from worldssl.encoders.base import Encoder
+from worldssl.worldmodels.transitions import mlp
 
 EXTRACTORS = ("small", "medium", "large")
 
@@ -51,9 +52,9 @@ def object_extractor(size: str, in_channels: int, hidden: int, num_maps: int) ->
 
 
 def object_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """``Linear -> ReLU -> Linear -> LayerNorm -> ReLU -> Linear`` (C-SWM's object encoder)."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim),
-                         nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+    """``Linear -> ReLU -> Linear -> LayerNorm -> ReLU -> Linear`` (C-SWM's object encoder); the last layer
+    computes in float32 under autocast (see :class:`~worldssl.worldmodels.transitions.Float32Linear`)."""
+    return mlp(in_dim, hidden_dim, out_dim, float32_out=True)
 
 
 class _MapEncoder(Encoder):
@@ -63,7 +64,9 @@ class _MapEncoder(Encoder):
         if extractor not in EXTRACTORS:
             raise ValueError(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
         self.extractor_size, self.cnn_channels = extractor, int(cnn_channels)
-        self.extractor = object_extractor(extractor, self.obs_shape[0], self.cnn_channels, num_maps)
+        # channels-last: oneDNN's convolutions run about 2x faster on CPU (the large extractor dominates Cubes)
+        self.extractor = object_extractor(extractor, self.obs_shape[0], self.cnn_channels, num_maps).to(
+            memory_format=torch.channels_last)
         was_training = self.extractor.training
         self.extractor.eval()
         with torch.no_grad():
@@ -76,8 +79,8 @@ class _MapEncoder(Encoder):
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
         """uint8 ``[0, 255]`` -> float in ``[0, 1]`` (C-SWM's input range); float input is taken as normalised."""
         if obs.dtype == torch.uint8:
-            return obs.float().div_(255.0)
-        return obs
+            obs = obs.float().div_(255.0)
+        return obs.contiguous(memory_format=torch.channels_last)
 
     def normalization(self) -> dict[str, Any]:
         return {"type": "unit", "formula": "x / 255", "input": "uint8 [0, 255]"}

@@ -15,10 +15,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """``Linear -> ReLU -> Linear -> LayerNorm -> ReLU -> Linear`` (C-SWM's edge, node and transition MLPs)."""
+class Float32Linear(nn.Linear):
+    """A ``Linear`` that computes in float32 even under bf16 autocast (same parameters and state_dict keys).
+
+    Used for the layers that produce latents and latent deltas: under autocast a plain ``Linear`` rounds its
+    output to bf16 (8 bits of mantissa), and once C-SWM's embedding has spread out to magnitudes of ~10 that
+    rounding (~0.05) is larger than the prediction errors the energy must resolve (~0.01); a Shapes run with
+    bf16 latents reached C-SWM's scores and then broke down at epoch ~25. The hidden layers, where the
+    compute is, stay bf16.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight, self.bias)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, float32_out: bool = False) -> nn.Sequential:
+    """``Linear -> ReLU -> Linear -> LayerNorm -> ReLU -> Linear`` (C-SWM's edge, node and transition MLPs);
+    ``float32_out``: the last layer is a :class:`Float32Linear` (for latent-valued outputs)."""
+    last = Float32Linear if float32_out else nn.Linear
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim),
-                         nn.LayerNorm(hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+                         nn.LayerNorm(hidden_dim), nn.ReLU(), last(hidden_dim, out_dim))
 
 
 class MLPTransition(nn.Module):
@@ -39,7 +56,7 @@ class MLPTransition(nn.Module):
         super().__init__()
         self.latent_dim, self.action_dim, self.hidden_dim = int(latent_dim), int(action_dim), int(hidden_dim)
         self.residual = bool(residual)
-        self.net = mlp(self.latent_dim + self.action_dim, self.hidden_dim, self.latent_dim)
+        self.net = mlp(self.latent_dim + self.action_dim, self.hidden_dim, self.latent_dim, float32_out=True)
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         flat = z.reshape(z.shape[0], -1)  # [B, D]
@@ -105,7 +122,7 @@ class GNNTransition(nn.Module):
         self.residual, self.naive = bool(residual), bool(naive)
         d, h = self.embedding_dim, self.hidden_dim
         self.edge_mlp = mlp(2 * d, h, h)
-        self.node_mlp = mlp(d + self.action_dim + h, h, d)
+        self.node_mlp = mlp(d + self.action_dim + h, h, d, float32_out=True)
         # off-diagonal pairs (i, j), i != j, row-major: source i, neighbour j
         rows, cols = torch.nonzero(~torch.eye(self.num_slots, dtype=torch.bool), as_tuple=True)
         self.register_buffer("edge_src", rows, persistent=False)

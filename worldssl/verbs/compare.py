@@ -1,0 +1,149 @@
+"""``worldssl compare``: the main job. Is a generative transition objective better than a contrastive one?
+
+One world model is trained per ``(objective, seed)`` with everything else identical: encoder, transition,
+train and eval data, number of updates, evaluation. Each is ranked with C-SWM's protocol (Hits@1 / MRR at
+1, 5 and 10 steps), and the table gives the mean and a 95% confidence interval over seeds. Missing datasets
+are collected first. Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a finished run (its
+``summary.json``) is reused and an interrupted one resumes from its checkpoint, so re-running the same
+command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from worldssl.runtime.errors import ConfigError
+from worldssl.verbs._run import run_dir, save_config
+
+log = logging.getLogger("worldssl.compare")
+
+
+def validate(cfg: Any) -> None:
+    from worldssl.verbs import worldmodel
+    from worldssl.worldmodels.objectives import OBJECTIVES
+
+    objectives = list(cfg.objectives)
+    if not objectives or len(set(objectives)) != len(objectives):
+        raise ConfigError(f"objectives must be a non-empty list without repeats, got {objectives!r}")
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown:
+        raise ConfigError(f"unknown objective(s) {', '.join(map(str, unknown))}; valid: {', '.join(OBJECTIVES)}")
+    seeds = list(cfg.seeds)
+    if not seeds or any(not isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    for key in ("train_episodes", "train_episode_steps", "eval_episodes", "eval_episode_steps"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    extra = sorted(set(cfg.objective_kwargs or {}) - set(objectives))
+    if extra:
+        raise ConfigError(f"objective_kwargs has entries for {', '.join(extra)}, which are not in objectives")
+    for name in objectives:
+        objective_config(cfg, name)
+    check = OmegaConf.merge(cfg, {"data": cfg.data or "<collected>"})
+    worldmodel.validate(check)
+
+
+def objective_config(cfg: Any, name: str) -> Any:
+    """``configs/objective/<name>.yaml`` with ``objective_kwargs[name]`` merged over its defaults."""
+    from worldssl.cli import CONFIG_DIR
+
+    base = OmegaConf.load(Path(CONFIG_DIR) / "objective" / f"{name}.yaml")
+    extra = (cfg.objective_kwargs or {}).get(name) or {}
+    unknown = sorted(set(extra) - set(base.kwargs))
+    if unknown:
+        raise ConfigError(f"objective_kwargs.{name} has unknown option(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(base.kwargs)}")
+    return OmegaConf.merge(base, {"kwargs": extra})
+
+
+def datasets(cfg: Any) -> tuple[str, str]:
+    """The train and eval dataset directories, collected first if the config names none."""
+    from envs.config import env_config
+    from worldssl.data import CollectSpec, collect
+
+    env = env_config(cfg.env)
+    tag = (env.name or env.id.split("/")[-1]).replace("/", "-")
+    dirs = []
+    for part, episodes, steps, seed, given in (
+            ("train", cfg.train_episodes, cfg.train_episode_steps, 1, cfg.data),
+            ("eval", cfg.eval_episodes, cfg.eval_episode_steps, 2, cfg.eval_data)):
+        if given:
+            dirs.append(str(given))
+            continue
+        out = Path(cfg.data_root) / f"{tag}-{part}-{episodes}x{steps}-seed{seed}"
+        spec = CollectSpec(env_id=env.id, env_kwargs=env.kwargs, out=str(out), episodes=int(episodes), seed=seed,
+                           max_episode_steps=int(steps), frame_stack=env.frame_stack)
+        result = collect(spec, workers=1, progress=bool(cfg.progress))
+        if result.new_episodes:
+            print(f"compare: collected {result.new_episodes} {part} episodes of {env.id} into {out} "
+                  f"({result.seconds:.1f} s)")
+        dirs.append(str(out))
+    return dirs[0], dirs[1]
+
+
+def run_config(cfg: Any, objective: str, seed: int, data: str, eval_data: str, directory: Path) -> Any:
+    """The ``worldmodel`` config of one run: the shared settings, this objective, this seed."""
+    run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _COMPARE_KEYS])
+    OmegaConf.set_struct(run_cfg, False)
+    run_cfg.objective = objective_config(cfg, objective)  # replaced whole: objectives have different options
+    run_cfg.seed, run_cfg.data, run_cfg.eval_data = seed, data, eval_data
+    run_cfg.resume = str(directory) if (directory / "checkpoints" / "train_state.pt").is_file() else None
+    OmegaConf.set_struct(run_cfg, True)
+    return run_cfg
+
+
+_COMPARE_KEYS = ("objectives", "seeds", "objective_kwargs", "data_root", "train_episodes", "train_episode_steps",
+                 "eval_episodes", "eval_episode_steps", "out", "objective")
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    from worldssl.eval.report import aggregate, comparison_plot, comparison_table, write_report
+    from worldssl.runtime.io import write_json
+    from worldssl.verbs import worldmodel
+
+    validate(cfg)
+    directory = Path(cfg.out) if cfg.out else run_dir()
+    save_config(cfg, directory)
+    data, eval_data = datasets(cfg)
+    steps = tuple(int(k) for k in cfg.eval_steps)
+    runs, images = [], {}
+    total = len(cfg.objectives) * len(cfg.seeds)
+    for i, (seed, objective) in enumerate((s, o) for s in cfg.seeds for o in cfg.objectives):
+        where = directory / "runs" / objective / f"seed{seed}"
+        done = where / "summary.json"
+        if done.is_file():
+            summary = json.loads(done.read_text())
+            print(f"compare: [{i + 1}/{total}] {objective} seed {seed}: finished earlier, reusing {where}")
+        else:
+            print(f"compare: [{i + 1}/{total}] {objective} seed {seed}")
+            where.mkdir(parents=True, exist_ok=True)
+            summary = worldmodel.train(run_config(cfg, objective, seed, data, eval_data, where), where, quiet=True)
+            print("  " + worldmodel.ranking_line(summary))
+        runs.append({"objective": objective, "seed": seed,
+                     "metrics": {k: v for k, v in summary.items() if k.startswith(("eval/", "probe/"))},
+                     "seconds": summary.get("seconds")})
+        for fig in summary.get("figures", []) if seed == cfg.seeds[0] else []:
+            images[f"{objective}: {Path(fig).stem.replace('_', ' ')} (seed {seed})"] = str(
+                Path(fig).resolve().relative_to(directory.resolve()))
+    rows = aggregate(runs)
+    table = comparison_table(rows, steps)
+    print(table)
+    plot = comparison_plot(rows, directory / "comparison.png", steps)
+    env_id = json.loads((Path(data) / "manifest.json").read_text())["env_id"]
+    notes = [f"env {env_id}; train data {Path(data).resolve()}; eval data {Path(eval_data).resolve()}",
+             f"encoder {OmegaConf.to_container(cfg.encoder)}, transition {OmegaConf.to_container(cfg.transition)}",
+             f"{cfg.epochs} epochs of batch {cfg.batch_size} (lr {cfg.lr}) for every objective; seeds "
+             f"{list(cfg.seeds)}",
+             "ranking as in C-SWM: the candidate pool is the whole eval set (pool column); ties count for the "
+             "right answer"]
+    report = write_report(directory / "report.md", f"World-model objectives on {env_id}", rows, steps,
+                          {"Hits@1 and MRR vs prediction steps": plot.name, **images}, notes)
+    result = {"report": str(report), "runs": runs, "table": table}
+    write_json(directory / "summary.json", result)
+    print(f"compare: report at {report}")
+    return result

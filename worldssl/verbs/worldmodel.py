@@ -1,0 +1,202 @@
+"""``worldssl worldmodel``: train a latent world model on an episode dataset, evaluating as it goes; resumable.
+
+The model is ``encoder`` + ``transition`` (+ heads) and the loss is ``objective``; comparing objectives is one
+override (``objective=contrastive|infonce|generative_ae|generative_vae|selfpredictive``) with everything else
+fixed. :func:`train` is the API the ``compare`` verb reuses.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from worldssl.runtime.errors import ConfigError, DataError
+from worldssl.runtime.logger import Logger
+from worldssl.verbs._run import run_dir, save_config
+
+log = logging.getLogger("worldssl.worldmodel")
+_POSITIVE = ("epochs", "batch_size", "eval_batch_size", "log_every", "save_every", "probe_frames")
+_LOADS = ("auto", "memory", "mmap", "stream")
+
+
+def validate(cfg: Any) -> None:
+    from worldssl.worldmodels.build import TRANSITIONS
+    from worldssl.worldmodels.objectives import OBJECTIVES
+
+    if OmegaConf.is_missing(cfg, "data"):
+        raise ConfigError("data= is required: a dataset directory from `worldssl collect` "
+                          "(e.g. worldssl collect env=shapes out=data/shapes episodes=1000)")
+    for key in _POSITIVE:
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    for key in ("window", "steps_per_epoch"):
+        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
+            raise ConfigError(f"{key} must be a positive integer or null, got {cfg[key]!r}")
+    if not isinstance(cfg.eval_every, int) or cfg.eval_every < 0:
+        raise ConfigError(f"eval_every must be an integer >= 0, got {cfg.eval_every!r}")
+    if not isinstance(cfg.holdout_episodes, int) or cfg.holdout_episodes < 1:
+        raise ConfigError(f"holdout_episodes must be a positive integer, got {cfg.holdout_episodes!r}")
+    if not isinstance(cfg.lr, (int, float)) or not cfg.lr > 0:
+        raise ConfigError(f"lr must be > 0, got {cfg.lr!r}")
+    steps = list(cfg.eval_steps)
+    if not steps or any(not isinstance(k, int) or k < 1 for k in steps):
+        raise ConfigError(f"eval_steps must be a list of positive integers, got {steps!r}")
+    if cfg.load not in _LOADS:
+        raise ConfigError(f"load must be one of {', '.join(_LOADS)}, got {cfg.load!r}")
+    if cfg.objective.name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {cfg.objective.name!r}; valid: {', '.join(OBJECTIVES)}")
+    if cfg.transition.name not in TRANSITIONS:
+        raise ConfigError(f"unknown transition {cfg.transition.name!r}; valid: {', '.join(TRANSITIONS)}")
+    if cfg.max_minutes is not None and not float(cfg.max_minutes) > 0:
+        raise ConfigError(f"max_minutes must be > 0 or null, got {cfg.max_minutes!r}")
+
+
+def encoder_config(cfg: Any, env_id: str) -> dict[str, Any] | str:
+    """The encoder entry of the model spec: ``size: auto`` picks C-SWM's extractor for the env."""
+    enc = OmegaConf.to_container(cfg.encoder, resolve=True)
+    if "checkpoint" in enc:
+        return {"checkpoint": str(Path(enc["checkpoint"]).resolve()), "freeze": bool(enc.get("freeze", True))}
+    if enc.get("size") == "auto":
+        enc["size"] = "large" if "Cubes" in env_id else "small"
+    return enc
+
+
+def model_spec(cfg: Any, ds: Any) -> dict[str, Any]:
+    """What :func:`worldssl.worldmodels.train.build_from_spec` needs, from the config and the dataset."""
+    transition = OmegaConf.to_container(cfg.transition, resolve=True)
+    name = transition.pop("name")
+    latent = {k: v for k, v in transition.items() if v is not None}
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg.objective.kwargs, resolve=True).items() if v is not None}
+    return {"obs_shape": list(ds.obs_shape), "action_space": ds.manifest["action_space"],
+            "encoder": encoder_config(cfg, ds.manifest["env_id"]), "transition": name, "latent": latent,
+            "objective": cfg.objective.name, "objective_kwargs": kwargs,
+            "reward": bool(cfg.reward) or float(kwargs.get("reward_weight", 0.0)) > 0,
+            "dataset": str(Path(cfg.data).resolve()), "env_id": ds.manifest["env_id"], "seed": int(cfg.seed)}
+
+
+def settings_from(cfg: Any, horizon: int) -> Any:
+    from worldssl.worldmodels.train import WorldModelSettings
+
+    return WorldModelSettings(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay),
+        window=int(cfg.window or horizon), steps_per_epoch=cfg.steps_per_epoch, eval_every=cfg.eval_every,
+        eval_steps=tuple(int(k) for k in cfg.eval_steps), eval_batch_size=cfg.eval_batch_size,
+        log_every=cfg.log_every, save_every=cfg.save_every, seed=int(cfg.seed), amp=cfg.amp,
+        grad_clip=cfg.grad_clip, max_minutes=cfg.max_minutes, progress=bool(cfg.progress))
+
+
+def open_datasets(cfg: Any) -> tuple[Any, Any, str]:
+    """Train and eval datasets; without ``eval_data``, the last ``holdout_episodes`` of ``data`` are held out."""
+    from envs.config import env_config
+    from worldssl.data import EpisodeDataset
+
+    env = cfg.get("env")
+    expect = env_config(env).id if env is not None else None
+    train = EpisodeDataset(cfg.data, load=cfg.load, expect_env=expect)
+    if cfg.eval_data:
+        eval_set = EpisodeDataset(cfg.eval_data, load=cfg.load, expect_env=train.manifest["env_id"])
+        if tuple(eval_set.obs_shape) != tuple(train.obs_shape):
+            raise DataError(f"eval_data {cfg.eval_data} gives observations {eval_set.obs_shape} but data gives "
+                            f"{train.obs_shape}; collect both with the same env settings")
+        return train, eval_set, str(Path(cfg.eval_data).resolve())
+    n = train.num_episodes
+    hold = min(int(cfg.holdout_episodes), n // 5)
+    if hold < 1:
+        raise DataError(f"{cfg.data} has only {n} episodes: too few to hold some out for evaluation; "
+                        f"collect more or give eval_data=DIR")
+    log.info("no eval_data: holding out the last %d of %d episodes for evaluation (pool %d)", hold, n, hold)
+    return train.subset(range(n - hold)), train.subset(range(n - hold, n)), f"last {hold} episodes of data"
+
+
+def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
+    """Train (or resume) one world model into ``directory``; returns the summary (also in summary.json)."""
+    from worldssl.runtime.device import resolve_device, seed_everything
+    from worldssl.worldmodels.train import WorldModelTrainer, build_from_spec
+
+    validate(cfg)
+    if cfg.resume and not (Path(cfg.resume) / "checkpoints" / "train_state.pt").is_file():
+        raise ConfigError(f"resume={cfg.resume} has no checkpoints/train_state.pt; give a worldmodel run directory")
+    save_config(cfg, directory)
+    device = resolve_device(cfg.device)
+    train_set, eval_set, eval_name = open_datasets(cfg)
+    spec = model_spec(cfg, train_set)
+    seed_everything(int(cfg.seed))  # before building: initial weights come from torch's RNG
+    model, objective = build_from_spec(spec)
+    settings = settings_from(cfg, int(getattr(objective, "horizon", 1)))
+    trainer = WorldModelTrainer(model, objective, train_set, settings, directory, device, eval_set=eval_set, spec=spec)
+    generative = model.decoder is not None
+    if generative:
+        from worldssl.eval.prediction import pixel_prediction_error
+
+        trainer.evaluators.append(lambda m: pixel_prediction_error(m, eval_set, steps=settings.eval_steps,
+                                                                   device=device))
+    if cfg.resume:
+        trainer.load(Path(cfg.resume) / "checkpoints")
+        log.info("resumed at epoch %d, step %d", trainer.epoch, trainer.step)
+    with Logger(directory) as logger:
+        summary: dict[str, Any] = {"objective": spec["objective"], "encoder": spec["encoder"],
+                                   "transition": spec["transition"], "dataset": spec["dataset"],
+                                   "eval_dataset": eval_name, "env_id": spec["env_id"], "seed": spec["seed"],
+                                   "device": str(device), "steps_per_epoch": trainer.steps_per_epoch,
+                                   "checkpoint": str(directory / "checkpoints")}
+        summary.update(trainer.train(logger))
+        if cfg.figures:
+            summary["figures"] = _figures(model, eval_set, directory, settings.eval_steps, device)
+        if cfg.probe and train_set.has_state:
+            summary.update(_probe(model, spec, eval_set if eval_set.num_episodes >= 10 else train_set,
+                                  int(cfg.probe_frames), device, int(cfg.seed), quiet))
+        logger.summary(summary)
+    if not quiet:
+        print(ranking_line(summary))
+    return summary
+
+
+def _figures(model: Any, ds: Any, directory: Path, steps: tuple[int, ...], device: Any) -> list[str]:
+    from worldssl.eval.prediction import prediction_grid, slot_maps
+
+    made = []
+    if getattr(model.encoder, "kind", None) == "slots":
+        made.append(str(slot_maps(model, ds, directory / "object_maps.png", device=device)))
+    if model.decoder is not None:
+        made.append(str(prediction_grid(model, ds, directory / "predictions.png", steps=steps, device=device)))
+    return made
+
+
+def _probe(model: Any, spec: dict[str, Any], ds: Any, frames: int, device: Any, seed: int,
+           quiet: bool) -> dict[str, float]:
+    import torch
+
+    from worldssl.eval.prediction import probe_latents
+    from worldssl.eval.probe import format_results
+    from worldssl.worldmodels.train import build_from_spec
+
+    torch.manual_seed(seed + 1)
+    twin, _ = build_from_spec(spec)
+    results = probe_latents(model, ds, max_frames=frames, device=device, seed=seed, baseline=twin.to(device))
+    if not quiet:
+        print(format_results(results))
+    out = {}
+    for r in results:
+        name = r.name.replace(" ", "_")
+        out[f"probe/{name}/ridge_r2"] = r.r2_ridge
+        out[f"probe/{name}/knn_r2"] = r.r2_knn
+    return out
+
+
+def ranking_line(summary: dict[str, Any]) -> str:
+    """``worldmodel contrastive: Hits@1 / MRR at 1 step 99.2 / 99.6, ... (pool 1000)``."""
+    parts = []
+    for key in sorted((k for k in summary if k.startswith("eval/hits@1/")), key=lambda k: int(k.rsplit("/", 1)[1])):
+        k = key.rsplit("/", 1)[1]
+        parts.append(f"{k} step{'s' if k != '1' else ''} {summary[key]:.1f} / {summary[f'eval/mrr/{k}']:.1f}")
+    pool = next((summary[k] for k in summary if k.startswith("eval/pool/")), "?")
+    return (f"worldmodel {summary['objective']}: Hits@1 / MRR at " + ", ".join(parts) + f" (pool {pool}); "
+            f"{summary['epoch']} epochs, {summary['seconds']} s; checkpoint {summary['checkpoint']}")
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    directory = Path(cfg.resume) if cfg.resume else run_dir()
+    return train(cfg, directory)

@@ -1,0 +1,315 @@
+"""The world-model training loop: epochs over every window of the dataset, evaluation as it goes, atomic
+checkpoints and exact resume.
+
+An epoch visits every ``(episode, t)`` at which a window of ``window`` steps fits, once, in an order drawn
+from ``(seed, epoch)`` (C-SWM iterates over its transitions the same way), ``batch_size`` windows per
+optimiser step. Because the order of epoch ``e`` depends only on ``(seed, e)`` and the checkpoint records
+the position inside the epoch and torch's RNG (the objectives draw their negatives from it), training N
+steps in one go and N/2 + N/2 with a restart give identical weights.
+
+A checkpoint, in ``<run>/checkpoints/``, is four files, each written atomically:
+
+* ``model.json``: how to rebuild the model (:func:`worldssl.worldmodels.build.build_world_model` arguments,
+  the objective and its options, the dataset it was trained on, the library version);
+* ``model.safetensors``: the world model's tensors;
+* ``objective.safetensors``: the objective's own tensors (target networks, VAE head), if any;
+* ``train_state.pt``: optimiser state, epoch, position, step, RNG states and the evaluation history,
+  loadable with ``torch.load(..., weights_only=True)``.
+
+:func:`load_world_model` rebuilds a trained model from that directory alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from worldssl.data.episodes import EpisodeDataset
+from worldssl.runtime.device import autocast
+from worldssl.runtime.errors import CheckpointError, ConfigError, WorldsslError
+from worldssl.runtime.io import torch_save, write_bytes, write_json
+from worldssl.runtime.logger import Logger
+from worldssl.worldmodels.base import TransitionObjective, WorldModel, WorldModelBatch
+
+MODEL_JSON = "model.json"
+
+
+@dataclass
+class WorldModelSettings:
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    window: int = 1  # steps per training window (>= the objective's horizon)
+    steps_per_epoch: int | None = None  # None: one full pass over the windows
+    eval_every: int = 1  # evaluate every N epochs (0: only at the end)
+    eval_steps: tuple[int, ...] = (1, 5, 10)
+    eval_batch_size: int = 1000
+    log_every: int = 20
+    save_every: int = 200  # also checkpoint every N optimiser steps inside an epoch
+    seed: int = 0
+    amp: bool | str = "auto"  # bf16 autocast on CUDA, and on CPUs with AMX
+    grad_clip: float | None = None
+    max_minutes: float | None = None  # stop (and checkpoint) after this much training time
+    progress: bool = True
+
+    def check(self) -> None:
+        for name in ("epochs", "batch_size", "window", "eval_batch_size", "log_every", "save_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
+            raise ConfigError(f"steps_per_epoch must be a positive integer or null, got {self.steps_per_epoch!r}")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        if not self.eval_steps or any(int(k) < 1 for k in self.eval_steps):
+            raise ConfigError(f"eval_steps must be integers >= 1, got {list(self.eval_steps)!r}")
+
+
+def _put(x: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+
+
+def window_batch(ds: EpisodeDataset, episode: np.ndarray, t: np.ndarray, length: int,
+                 device: torch.device) -> WorldModelBatch:
+    """Windows at ``(episode, t)`` as a :class:`WorldModelBatch` on ``device``; frames stay uint8."""
+    s = ds.windows(episode, t, length)
+    actions = s.actions
+    actions = actions.astype(np.int64) if np.issubdtype(actions.dtype, np.integer) else actions.astype(np.float32)
+    return WorldModelBatch(_put(s.obs, device), _put(actions, device), _put(s.rewards.astype(np.float32), device))
+
+
+class WorldModelTrainer:
+    """Train ``model`` with ``objective`` on ``train``; evaluate C-SWM's ranking on ``eval_set``.
+
+    ``spec`` is what :func:`load_world_model` needs to rebuild the model (written to ``model.json``).
+    ``evaluators`` are extra ``fn(model) -> {name: float}`` run with every evaluation.
+    """
+
+    def __init__(self, model: WorldModel, objective: TransitionObjective, train: EpisodeDataset,
+                 settings: WorldModelSettings, run_dir: str | Path, device: torch.device,
+                 eval_set: EpisodeDataset | None = None, spec: dict[str, Any] | None = None):
+        settings.check()
+        horizon = int(getattr(objective, "horizon", 1))
+        if settings.window < horizon:
+            raise ConfigError(f"window={settings.window} is shorter than the objective's horizon {horizon}; "
+                              f"set window >= {horizon}")
+        self.model, self.objective = model.to(device), objective.to(device)
+        self.train_set, self.eval_set = train, eval_set
+        self.settings, self.device, self.spec = settings, device, dict(spec or {})
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.starts = train.window_starts(settings.window)
+        if len(self.starts[0]) == 0:
+            raise ConfigError(f"no episode in {train.root} has {settings.window} steps; lower window")
+        params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.epoch, self.position, self.step = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.evaluators: list[Any] = []
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def steps_per_epoch(self) -> int:
+        full = math.ceil(len(self.starts[0]) / self.settings.batch_size)
+        return min(full, self.settings.steps_per_epoch or full)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.settings.seed, epoch]).permutation(len(self.starts[0]))
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> Path:
+        from safetensors.torch import save as st_save
+
+        def tensors(module: torch.nn.Module) -> bytes:
+            return st_save({k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()})
+
+        import worldssl
+
+        write_json(self.ckpt_dir / MODEL_JSON, {**self.spec, "worldssl_version": worldssl.__version__})
+        write_bytes(self.ckpt_dir / "model.safetensors", tensors(self.model))
+        write_bytes(self.ckpt_dir / "objective.safetensors", tensors(self.objective))
+        state = {"epoch": self.epoch, "position": self.position, "step": self.step,
+                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                 "history": json.dumps(self.history)}
+        torch_save(state, self.ckpt_dir / "train_state.pt")
+        return self.ckpt_dir
+
+    def load(self, ckpt_dir: str | Path) -> None:
+        ckpt_dir = Path(ckpt_dir)
+        state_path = ckpt_dir / "train_state.pt"
+        if not state_path.is_file():
+            raise CheckpointError(f"cannot resume: {state_path} is missing; point resume= at a worldmodel run directory")
+        load_tensors(self.model, ckpt_dir / "model.safetensors", self.device, "world model")
+        load_tensors(self.objective, ckpt_dir / "objective.safetensors", self.device, "objective")
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # unpickler errors have many types
+            raise CheckpointError(f"cannot resume from {ckpt_dir}: corrupt train_state.pt ({type(e).__name__}: {e})") from e
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as e:
+            raise CheckpointError(f"cannot resume from {ckpt_dir}: optimizer state does not fit this model ({e}); "
+                                  f"resume with the same encoder/transition/objective") from e
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch, self.position, self.step = int(state["epoch"]), int(state["position"]), int(state["step"])
+        self.history = json.loads(state["history"])
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """Ranking on the eval set (plus any ``evaluators``), keyed ``eval/hits@1/k``, ``eval/mrr/k``, ..."""
+        from worldssl.eval.ranking import evaluate_ranking
+
+        out: dict[str, float] = {}
+        if self.eval_set is not None:
+            metrics = evaluate_ranking(self.model, self.eval_set, steps=self.settings.eval_steps,
+                                       batch_size=self.settings.eval_batch_size, device=self.device)
+            out.update({f"eval/{k}": v for k, v in metrics.items()})
+        for fn in self.evaluators:
+            out.update({f"eval/{k}": v for k, v in fn(self.model).items()})
+        return out
+
+    # ------------------------------------------------------------------ loop
+    def train(self, logger: Logger | None = None) -> dict[str, Any]:
+        """Train to ``epochs`` (or ``max_minutes``); returns the last losses and the last evaluation."""
+        from tqdm.auto import tqdm
+
+        s = self.settings
+        per_epoch = self.steps_per_epoch
+        start = time.perf_counter()
+        bar = tqdm(total=s.epochs * per_epoch, initial=self.epoch * per_epoch + self.position,
+                   desc=f"worldmodel {type(self.objective).__name__}", unit="step", disable=not s.progress,
+                   mininterval=0.5)
+        last: dict[str, float] = {}
+        seen, t_log = 0, time.perf_counter()
+        stopped = False
+        while self.epoch < s.epochs and not stopped:
+            order = self.epoch_order(self.epoch)
+            while self.position < per_epoch:
+                rows = order[self.position * s.batch_size:(self.position + 1) * s.batch_size]
+                last = self._step(rows)
+                self.position += 1
+                self.step += 1
+                seen += len(rows)
+                bar.update(1)
+                if self.step % s.log_every == 0:
+                    now = time.perf_counter()
+                    metrics = {**last, "time/transitions_per_s": seen / (now - t_log), "epoch": self.epoch}
+                    if logger is not None:
+                        logger.log(metrics, step=self.step)
+                    seen, t_log = 0, now
+                    bar.set_postfix(loss=f"{last.get('wm/loss', float('nan')):.4f}", refresh=False)
+                if self.step % s.save_every == 0:
+                    self.save()
+                if s.max_minutes is not None and time.perf_counter() - start > 60 * s.max_minutes:
+                    stopped = True
+                    break
+            if self.position >= per_epoch:
+                self.epoch, self.position = self.epoch + 1, 0
+                if s.eval_every and self.epoch % s.eval_every == 0 and self.epoch < s.epochs:
+                    self._evaluate_and_log(logger, bar)
+                self.save()
+        bar.close()
+        final = self._evaluate_and_log(logger, None)
+        self.save()
+        return {**{k: float(v) for k, v in last.items() if math.isfinite(float(v))}, **final,
+                "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2)}
+
+    def _step(self, rows: np.ndarray) -> dict[str, float]:
+        s = self.settings
+        episode, t = self.starts[0][rows], self.starts[1][rows]
+        batch = window_batch(self.train_set, episode, t, s.window, self.device)
+        self.model.train()
+        self.objective.train()
+        with autocast(self.device, s.amp, cpu_auto=True):
+            try:
+                loss, metrics = self.objective.loss(self.model, batch)
+            except FloatingPointError as e:
+                raise WorldsslError(f"{e} at step {self.step}; lower lr (now {s.lr}) or check the data; the last "
+                                    f"checkpoint in {self.ckpt_dir} is intact") from e
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if s.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], s.grad_clip)
+        self.optimizer.step()
+        self.objective.update_momentum(self.model)
+        return metrics
+
+    def _evaluate_and_log(self, logger: Logger | None, bar) -> dict[str, float]:
+        metrics = self.evaluate()
+        if not metrics:
+            return metrics
+        self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
+        if logger is not None:
+            logger.log(metrics, step=self.step)
+        if bar is not None:
+            shown = {k.split("/", 1)[1]: f"{v:.1f}" for k, v in metrics.items() if k.startswith("eval/hits@1/")}
+            bar.write(f"epoch {self.epoch}: Hits@1 " + ", ".join(f"{k.split('/')[-1]} steps {v}%"
+                                                               for k, v in shown.items()))
+        return metrics
+
+
+def load_tensors(module: torch.nn.Module, path: Path, device: torch.device | str, what: str) -> None:
+    """Load a safetensors file into ``module`` strictly; CheckpointError naming missing / unexpected keys."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; point at a worldmodel run's checkpoints directory")
+    try:
+        tensors = load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise CheckpointError(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); re-train or restore it") from e
+    own = module.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    wrong = sorted(k for k in own if k in tensors and own[k].shape != tensors[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(f"{path} is for another {what}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
+                              f"wrong shape {wrong[:3]}; use the encoder/transition/objective it was trained with")
+    module.load_state_dict(tensors, strict=True)
+
+
+def build_from_spec(spec: dict[str, Any]) -> tuple[WorldModel, TransitionObjective]:
+    """Model and objective from a ``model.json`` spec (see :class:`WorldModelTrainer`)."""
+    from worldssl.worldmodels.build import build_world_model
+    from worldssl.worldmodels.objectives import build_objective
+
+    objective = build_objective(spec["objective"], **spec.get("objective_kwargs", {}))
+    model = build_world_model(tuple(spec["obs_shape"]), spec["action_space"], spec["encoder"], spec["transition"],
+                              latent=spec.get("latent"), objective_needs_decoder=objective.needs_decoder,
+                              reward=bool(spec.get("reward", False)))
+    objective.attach(model, tuple(model.encoder.out_shape))
+    return model, objective
+
+
+def load_world_model(path: str | Path, device: str | torch.device = "cpu",
+                     with_objective: bool = False) -> WorldModel | tuple[WorldModel, TransitionObjective]:
+    """Rebuild a trained world model from a run directory or its ``checkpoints/`` (no code is executed)."""
+    path = Path(path)
+    ckpt = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    meta = ckpt / MODEL_JSON
+    if not meta.is_file():
+        raise CheckpointError(f"{path} has no {MODEL_JSON}; point at a `worldssl worldmodel` run directory")
+    try:
+        spec = json.loads(meta.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt {meta}: {e}; restore it or re-train") from e
+    model, objective = build_from_spec(spec)
+    load_tensors(model, ckpt / "model.safetensors", device, "world model")
+    model.to(device).eval()
+    if with_objective:
+        load_tensors(objective, ckpt / "objective.safetensors", device, "objective")
+        return model, objective.to(device)
+    return model
