@@ -11,6 +11,7 @@ from worldssl.worldmodels.objectives import OBJECTIVES
 
 TINY = ["encoder.hidden_dim=16", "transition.hidden_dim=16", "batch_size=8", "steps_per_epoch=2", "epochs=1",
         "eval_steps=[1,2]", "eval_batch_size=4", "probe_frames=40", "progress=false"]
+NO_ENC = [a for a in TINY if not a.startswith("encoder.")]
 COLLECT = {
     "shapes": [],
     "cubes": [],
@@ -95,3 +96,27 @@ def test_compare_collects_its_data(tmp_path):
 def test_compare_rejects_unknown_objective_options(tmp_path):
     proc = run_cli("compare", "objectives=[contrastive]", "+objective_kwargs.contrastive.margin=2", cwd=tmp_path)
     assert proc.returncode == 2 and "margin" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_worldmodel_with_a_pretrained_frozen_encoder_and_recurrent_transition(tmp_path, shapes_dataset):
+    """An SSL encoder checkpoint plugs in frozen (encoder=pretrained); a conv encoder feeds the GRU transition."""
+    import torch
+
+    from worldssl import encoders
+
+    torch.manual_seed(0)
+    enc = encoders.build("conv", (3, 50, 50), feature_dim=8)
+    encoders.save(enc, tmp_path / "enc")
+    run_cli("worldmodel", f"data={shapes_dataset}", "encoder=pretrained", f"encoder.checkpoint={tmp_path / 'enc'}",
+            "transition=mlp", "objective=infonce", *NO_ENC, "figures=false", "probe=false", "hydra.run.dir=frozen",
+            cwd=tmp_path, check=True)
+    from safetensors.torch import load_file
+
+    trained = load_file(str(tmp_path / "frozen" / "checkpoints" / "model.safetensors"))
+    for k, v in enc.state_dict().items():
+        assert torch.equal(trained[f"encoder.{k}"], v), k  # frozen: unchanged by training
+    run_cli("worldmodel", f"data={shapes_dataset}", "encoder=conv", "transition=recurrent",
+            "transition.stochastic_dim=4", "objective=selfpredictive", *NO_ENC, "hydra.run.dir=rnn", cwd=tmp_path,
+            check=True)
+    s = json.loads((tmp_path / "rnn" / "summary.json").read_text())
+    assert s["transition"] == "recurrent" and "eval/hits@1/1" in s

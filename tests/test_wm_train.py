@@ -143,3 +143,24 @@ def test_bad_settings_are_config_errors(shapes_dataset, tmp_path):
         WorldModelTrainer(model, obj, ds, WorldModelSettings(window=1), tmp_path, torch.device("cpu"))
     with pytest.raises(ConfigError, match="batch_size"):
         WorldModelTrainer(model, obj, ds, WorldModelSettings(batch_size=0, window=3), tmp_path, torch.device("cpu"))
+
+
+def test_final_evaluation_ranks_the_lowest_loss_epoch(shapes_dataset, tmp_path):
+    """final_model=best_loss (C-SWM's choice) keeps the weights of the epoch with the lowest mean loss."""
+    ds = EpisodeDataset(shapes_dataset)
+    t = trainer(ds, tmp_path, epochs=3)
+    out = t.train()
+    losses = [h for h in t.history]
+    assert out["final_model"] == "best_loss" and 1 <= out["selected_epoch"] <= 3 and losses
+    assert out["best_loss"] == pytest.approx(t.best_loss)
+    best = tmp_path / "checkpoints" / "best" / "model.safetensors"
+    assert best.is_file()
+    selected = t.selected_model()
+    if out["selected_epoch"] != 3:
+        assert selected is not t.model
+        x = torch.from_numpy(ds.episode(0).obs[:2])
+        selected.eval()
+        t.model.eval()
+        assert not torch.equal(selected.encode(x), t.model.encode(x))
+    t.settings.final_model = "last"
+    assert t.selected_model() is t.model

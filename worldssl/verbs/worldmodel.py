@@ -44,6 +44,8 @@ def validate(cfg: Any) -> None:
     steps = list(cfg.eval_steps)
     if not steps or any(not isinstance(k, int) or k < 1 for k in steps):
         raise ConfigError(f"eval_steps must be a list of positive integers, got {steps!r}")
+    if cfg.final_model not in ("best_loss", "last"):
+        raise ConfigError(f"final_model must be best_loss or last, got {cfg.final_model!r}")
     if cfg.load not in _LOADS:
         raise ConfigError(f"load must be one of {', '.join(_LOADS)}, got {cfg.load!r}")
     if cfg.objective.name not in OBJECTIVES:
@@ -85,7 +87,8 @@ def settings_from(cfg: Any, horizon: int) -> Any:
         window=int(cfg.window or horizon), steps_per_epoch=cfg.steps_per_epoch, eval_every=cfg.eval_every,
         eval_steps=tuple(int(k) for k in cfg.eval_steps), eval_batch_size=cfg.eval_batch_size,
         log_every=cfg.log_every, save_every=cfg.save_every, seed=int(cfg.seed), amp=cfg.amp,
-        grad_clip=cfg.grad_clip, max_minutes=cfg.max_minutes, progress=bool(cfg.progress))
+        grad_clip=cfg.grad_clip, max_minutes=cfg.max_minutes, final_model=cfg.final_model,
+        progress=bool(cfg.progress))
 
 
 def open_datasets(cfg: Any) -> tuple[Any, Any, str]:
@@ -143,6 +146,7 @@ def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
                                    "device": str(device), "steps_per_epoch": trainer.steps_per_epoch,
                                    "checkpoint": str(directory / "checkpoints")}
         summary.update(trainer.train(logger))
+        model = trainer.selected_model()  # what the final evaluation ranked
         if cfg.figures:
             summary["figures"] = _figures(model, eval_set, directory, settings.eval_steps, device)
         if cfg.probe and train_set.has_state:

@@ -58,6 +58,7 @@ class WorldModelSettings:
     amp: bool | str = "auto"  # bf16 autocast on CUDA, and on CPUs with AMX
     grad_clip: float | None = None
     max_minutes: float | None = None  # stop (and checkpoint) after this much training time
+    final_model: str = "best_loss"  # what the final evaluation ranks: "best_loss" (C-SWM's choice) or "last"
     progress: bool = True
 
     def check(self) -> None:
@@ -73,6 +74,8 @@ class WorldModelSettings:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
         if not self.eval_steps or any(int(k) < 1 for k in self.eval_steps):
             raise ConfigError(f"eval_steps must be integers >= 1, got {list(self.eval_steps)!r}")
+        if self.final_model not in ("best_loss", "last"):
+            raise ConfigError(f"final_model must be best_loss or last, got {self.final_model!r}")
 
 
 def _put(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -115,6 +118,9 @@ class WorldModelTrainer:
         self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.epoch, self.position, self.step = 0, 0, 0
         self.history: list[dict[str, float]] = []
+        # mean training loss of the epoch so far, and the best finished epoch (weights in checkpoints/best/)
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.best_loss, self.best_epoch = math.inf, -1
         self.evaluators: list[Any] = []
 
     # ------------------------------------------------------------------ sizes
@@ -128,20 +134,17 @@ class WorldModelTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
-        from safetensors.torch import save as st_save
-
-        def tensors(module: torch.nn.Module) -> bytes:
-            return st_save({k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()})
 
         import worldssl
 
         write_json(self.ckpt_dir / MODEL_JSON, {**self.spec, "worldssl_version": worldssl.__version__})
-        write_bytes(self.ckpt_dir / "model.safetensors", tensors(self.model))
-        write_bytes(self.ckpt_dir / "objective.safetensors", tensors(self.objective))
+        write_bytes(self.ckpt_dir / "model.safetensors", _tensor_bytes(self.model))
+        write_bytes(self.ckpt_dir / "objective.safetensors", _tensor_bytes(self.objective))
         state = {"epoch": self.epoch, "position": self.position, "step": self.step,
                  "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                 "history": json.dumps(self.history)}
+                 "history": json.dumps(self.history), "loss_sum": self.loss_sum, "loss_count": self.loss_count,
+                 "best_loss": self.best_loss, "best_epoch": self.best_epoch}
         torch_save(state, self.ckpt_dir / "train_state.pt")
         return self.ckpt_dir
 
@@ -166,19 +169,23 @@ class WorldModelTrainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch, self.position, self.step = int(state["epoch"]), int(state["position"]), int(state["step"])
         self.history = json.loads(state["history"])
+        self.loss_sum, self.loss_count = float(state["loss_sum"]), int(state["loss_count"])
+        self.best_loss, self.best_epoch = float(state["best_loss"]), int(state["best_epoch"])
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> dict[str, float]:
-        """Ranking on the eval set (plus any ``evaluators``), keyed ``eval/hits@1/k``, ``eval/mrr/k``, ..."""
+    def evaluate(self, model: WorldModel | None = None) -> dict[str, float]:
+        """Ranking on the eval set (plus any ``evaluators``), keyed ``eval/hits@1/k``, ``eval/mrr/k``, ...;
+        of ``model`` (default: the model being trained)."""
         from worldssl.eval.ranking import evaluate_ranking
 
+        model = self.model if model is None else model
         out: dict[str, float] = {}
         if self.eval_set is not None:
-            metrics = evaluate_ranking(self.model, self.eval_set, steps=self.settings.eval_steps,
+            metrics = evaluate_ranking(model, self.eval_set, steps=self.settings.eval_steps,
                                        batch_size=self.settings.eval_batch_size, device=self.device)
             out.update({f"eval/{k}": v for k, v in metrics.items()})
         for fn in self.evaluators:
-            out.update({f"eval/{k}": v for k, v in fn(self.model).items()})
+            out.update({f"eval/{k}": v for k, v in fn(model).items()})
         return out
 
     # ------------------------------------------------------------------ loop
@@ -200,6 +207,8 @@ class WorldModelTrainer:
             while self.position < per_epoch:
                 rows = order[self.position * s.batch_size:(self.position + 1) * s.batch_size]
                 last = self._step(rows)
+                self.loss_sum += last["wm/loss"]
+                self.loss_count += 1
                 self.position += 1
                 self.step += 1
                 seen += len(rows)
@@ -218,14 +227,44 @@ class WorldModelTrainer:
                     break
             if self.position >= per_epoch:
                 self.epoch, self.position = self.epoch + 1, 0
+                self._end_epoch(logger)
                 if s.eval_every and self.epoch % s.eval_every == 0 and self.epoch < s.epochs:
                     self._evaluate_and_log(logger, bar)
                 self.save()
         bar.close()
-        final = self._evaluate_and_log(logger, None)
         self.save()
+        selected = self.selected_model()
+        final = self._evaluate_and_log(logger, None, selected)
         return {**{k: float(v) for k, v in last.items() if math.isfinite(float(v))}, **final,
-                "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2)}
+                "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2),
+                "final_model": s.final_model, "selected_epoch": self.best_epoch if selected is not self.model
+                else self.epoch, "best_loss": self.best_loss if math.isfinite(self.best_loss) else None}
+
+    def _end_epoch(self, logger: Logger | None) -> None:
+        """Record the finished epoch's mean loss; keep its weights in ``checkpoints/best/`` if it is the lowest."""
+        if not self.loss_count:
+            return
+        mean = self.loss_sum / self.loss_count
+        self.loss_sum, self.loss_count = 0.0, 0
+        if logger is not None:
+            logger.log({"train/epoch_loss": mean}, step=self.step)
+        if mean < self.best_loss:
+            self.best_loss, self.best_epoch = mean, self.epoch
+            write_bytes(self.ckpt_dir / "best" / "model.safetensors", _tensor_bytes(self.model))
+            write_json(self.ckpt_dir / "best" / MODEL_JSON, {**self.spec, "epoch": self.epoch, "epoch_loss": mean})
+
+    def selected_model(self) -> WorldModel:
+        """The model the final evaluation ranks: the lowest-loss epoch's weights (``final_model=best_loss``,
+        as C-SWM's training script keeps them) or the last ones."""
+        best = self.ckpt_dir / "best" / "model.safetensors"
+        if self.settings.final_model == "last" or self.best_epoch < 0 or self.best_epoch == self.epoch \
+                or not best.is_file():
+            return self.model
+        import copy
+
+        model = copy.deepcopy(self.model)
+        load_tensors(model, best, self.device, "world model")
+        return model
 
     def _step(self, rows: np.ndarray) -> dict[str, float]:
         s = self.settings
@@ -247,8 +286,8 @@ class WorldModelTrainer:
         self.objective.update_momentum(self.model)
         return metrics
 
-    def _evaluate_and_log(self, logger: Logger | None, bar) -> dict[str, float]:
-        metrics = self.evaluate()
+    def _evaluate_and_log(self, logger: Logger | None, bar, model: WorldModel | None = None) -> dict[str, float]:
+        metrics = self.evaluate(model)
         if not metrics:
             return metrics
         self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
@@ -259,6 +298,12 @@ class WorldModelTrainer:
             bar.write(f"epoch {self.epoch}: Hits@1 " + ", ".join(f"{k.split('/')[-1]} steps {v}%"
                                                                for k, v in shown.items()))
         return metrics
+
+
+def _tensor_bytes(module: torch.nn.Module) -> bytes:
+    from safetensors.torch import save as st_save
+
+    return st_save({k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()})
 
 
 def load_tensors(module: torch.nn.Module, path: Path, device: torch.device | str, what: str) -> None:
