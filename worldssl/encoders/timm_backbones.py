@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from worldssl.encoders.base import Encoder
 
@@ -71,6 +69,8 @@ class ResNetEncoder(_ImageNetNormalized):
             raise ValueError(f"unknown ResNet arch {arch!r}; valid: {', '.join(RESNET_ARCHES)}")
         self.arch = arch
         self._init_normalization()
+        import timm  # imported on first use: timm (and torchvision under it) costs ~200 MB of resident memory
+
         self.net = timm.create_model(arch, pretrained=False, in_chans=self.obs_shape[0], num_classes=0)
         self.finish_init()
 
@@ -119,6 +119,8 @@ class ViTEncoder(_ImageNetNormalized):
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         self._init_normalization()
+        from timm.models.vision_transformer import VisionTransformer
+
         self.vit = VisionTransformer(img_size=(h, w), patch_size=self.patch_size, in_chans=self.obs_shape[0],
                                      embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
                                      mlp_ratio=self.mlp_ratio, num_classes=0, global_pool=global_pool)

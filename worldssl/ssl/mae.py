@@ -14,7 +14,6 @@ The encoder is a worldssl ViT encoder holding a timm ``VisionTransformer`` as ``
 from __future__ import annotations
 
 import torch
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from worldssl.encoders.base import Encoder
@@ -79,6 +78,8 @@ class MAE(SSLObjective):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         pos = sincos_pos_embed_2d(decoder_dim, *self.grid).unsqueeze(0)  # [1, L, Dd]
         self.decoder_pos_embed = nn.Parameter(pos, requires_grad=decoder_pos_embed == "learned")
+        from timm.models.vision_transformer import Block  # on first use, like the timm backbones
+
         self.decoder_blocks = nn.ModuleList(Block(decoder_dim, decoder_heads, mlp_ratio=4.0, qkv_bias=True)
                                             for _ in range(decoder_depth))
         self.decoder_norm = nn.LayerNorm(decoder_dim)
