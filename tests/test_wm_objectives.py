@@ -392,8 +392,12 @@ def test_selfpredictive_state_dict_roundtrip():
     lazy = SelfPredictive()  # loss attaches lazily when attach() was skipped
     lazy.loss(model, batch)
     assert lazy.target_encoder is not None
-    with pytest.raises(ConfigError):
-        SelfPredictive(projection_dim=8)
+    deferred = SelfPredictive(projection_dim=8, hidden_dim=16)  # heads sized by attach(model, latent_shape)
+    assert deferred.projector is None
+    deferred.attach(model, (K, D))
+    assert deferred.projector is not None and deferred.predictor is not None
+    with pytest.raises(ConfigError, match="projection_dim"):
+        SelfPredictive(projection_dim=8).attach(model)
 
 
 # ---------------------------------------------------------------- every objective

@@ -75,20 +75,29 @@ class SelfPredictive(Objective):
         self.register_module("projector", None)
         self.register_module("predictor", None)
         self.register_module("target_projector", None)
+        self.hidden_dim = int(hidden_dim)
         if self.projection_dim is not None:
             shape = latent_size(latent_shape)
             flat = int(latent_dim) if latent_dim is not None else (math.prod(shape) if shape else None)
-            if flat is None:
-                raise ConfigError("SelfPredictive with projection_dim needs latent_dim (flattened latent size) "
-                                  "or latent_shape")
-            self.projector = BYOLProjectionHead(flat, hidden_dim, self.projection_dim)
-            self.predictor = BYOLPredictionHead(self.projection_dim, hidden_dim, self.projection_dim)
-            self.target_projector = make_target(self.projector)
+            if flat is not None:
+                self._make_heads(flat)
+
+    def _make_heads(self, flat: int) -> None:
+        self.projector = BYOLProjectionHead(flat, self.hidden_dim, self.projection_dim)
+        self.predictor = BYOLPredictionHead(self.projection_dim, self.hidden_dim, self.projection_dim)
+        self.target_projector = make_target(self.projector)
 
     def attach(self, model: WorldModel, latent_shape: int | tuple[int, ...] | None = None) -> SelfPredictive:
-        """Create the target encoder as a copy of ``model.encoder`` (no gradient); a no-op if it exists."""
+        """Create the target encoder as a copy of ``model.encoder`` (no gradient), and the heads (with
+        ``projection_dim``) sized from ``latent_shape``; a no-op for what exists already."""
         if self.target_encoder is None:
             self.target_encoder = make_target(model.encoder)
+        if self.projection_dim is not None and self.projector is None:
+            shape = latent_size(latent_shape)
+            if shape is None:
+                raise ConfigError("SelfPredictive with projection_dim needs latent_dim, latent_shape, or "
+                                  "attach(model, latent_shape)")
+            self._make_heads(math.prod(shape))
         return self
 
     def online(self, z_pred: torch.Tensor) -> torch.Tensor:
