@@ -32,7 +32,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
                    "worldssl worldmodel objective=contrastive data=data/shapes-train eval_data=data/shapes-eval"),
     "compare": ("worldssl.verbs.compare", "the main job: world-model objectives compared over seeds (C-SWM ranking)",
                 "worldssl compare objectives=[contrastive,generative_ae] seeds=[0,1]"),
-    "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs)",
+    "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs | ssl | worldmodel)",
               "worldssl bench envs"),
 }
 #: verbs whose first bare word picks what to do (``worldssl bench envs`` == ``worldssl bench what=envs``)
