@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from worldssl.eval.probe import ProbeResult, dataset_frames, downsampled_pixels, encode_frames, probe_features
+from worldssl.eval.ranking import pad_actions, rollouts
 from worldssl.runtime.errors import DataError
 
 
@@ -41,33 +42,15 @@ def pixel_prediction_error(model: torch.nn.Module, dataset, steps: Sequence[int]
         raise ValueError(f"steps must be integers >= 1, got {steps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    lengths = np.asarray([int(n) for n in dataset.lengths])
-    if max_episodes is not None:
-        lengths = lengths[:max(0, int(max_episodes))]
     sums = dict.fromkeys(steps, 0.0)
     counts = dict.fromkeys(steps, 0)
     was_training = model.training
     model.eval()
     try:
-        order = np.argsort(-lengths, kind="stable")  # long episodes first: chunks share their rollout length
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            horizon = min(steps[-1], int(lengths[chunk].max()))
-            if horizon < 1:
-                continue
-            episodes = [dataset.episode(int(i)) for i in chunk]
-            ep_len = np.asarray([len(ep.actions) for ep in episodes])
-            acts = np.stack([_pad(ep.actions[:horizon], horizon) for ep in episodes])
-            z = model.encode(torch.from_numpy(np.stack([ep.obs[0] for ep in episodes])).to(device))
-            rolled = model.rollout(z, torch.from_numpy(acts).to(device))  # [b, horizon, (K,) D]
-            for k in steps:
-                keep = np.flatnonzero(ep_len >= k)
-                if k > horizon or not len(keep):
-                    continue
-                pred = model.decode(rolled[torch.from_numpy(keep).to(device), k - 1]).double()
-                true = torch.from_numpy(np.stack([episodes[i].obs[k] for i in keep])).to(device).double() / 255.0
-                sums[k] += float(((pred - true) ** 2).sum())
-                counts[k] += int(true.numel())
+        for k, pred, frames in rollouts(model, dataset, steps, batch_size, device, max_episodes):
+            diff = model.decode(pred).double() - frames.double() / 255.0
+            sums[k] += float((diff ** 2).sum())
+            counts[k] += int(diff.numel())
     finally:
         model.train(was_training)
     return {f"pixel_mse/{k}": sums[k] / counts[k] for k in steps if counts[k]}
@@ -97,7 +80,7 @@ def prediction_grid(model: torch.nn.Module, dataset, path: str | Path, steps: Se
         model.eval()
         try:
             with torch.no_grad():
-                acts = np.stack([_pad(ep.actions[:horizon], horizon) for ep in eps])
+                acts = np.stack([pad_actions(ep.actions[:horizon], horizon) for ep in eps])
                 z = model.encode(torch.from_numpy(np.stack([ep.obs[0] for ep in eps])).to(device))
                 rolled = model.rollout(z, torch.from_numpy(acts).to(device))
                 for k in steps:
@@ -210,14 +193,6 @@ def _check_shape(model: torch.nn.Module, dataset) -> None:
     if shape is not None and tuple(shape) != tuple(dataset.obs_shape):
         raise DataError(f"the model takes observations {tuple(shape)} but dataset {dataset.root} gives "
                         f"{tuple(dataset.obs_shape)}; use a dataset of the same env / frame stack")
-
-
-def _pad(actions: np.ndarray, length: int) -> np.ndarray:
-    """``actions`` extended with zero rows to ``length`` rows (rollouts past an episode's end are never read)."""
-    missing = length - len(actions)
-    if missing <= 0:
-        return actions
-    return np.concatenate([actions, np.zeros((missing, *actions.shape[1:]), dtype=actions.dtype)])
 
 
 def _frame_channels(dataset) -> int | None:

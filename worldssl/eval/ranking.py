@@ -10,7 +10,7 @@ states and the size of the pool move the scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,18 +83,14 @@ def evaluate_ranking(model: torch.nn.Module, dataset, steps: Sequence[int] = (1,
         raise ValueError(f"steps must be integers >= 1, got {steps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    lengths = np.asarray([int(n) for n in dataset.lengths])
-    horizon = min(steps[-1], int(lengths.max()))
     preds: dict[int, list[torch.Tensor]] = {k: [] for k in steps}
     targets: dict[int, list[torch.Tensor]] = {k: [] for k in steps}
     was_training = model.training
     model.eval()
     try:
-        order = np.argsort(-lengths, kind="stable")  # long episodes first: chunks share their rollout length
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            _evaluate_chunk(model, dataset, chunk, steps, min(horizon, int(lengths[chunk].max())), device,
-                            preds, targets)
+        for k, pred, frames in rollouts(model, dataset, steps, batch_size, device):
+            targets[k].append(model.encode(frames).float().cpu())
+            preds[k].append(pred.float().cpu())
     finally:
         model.train(was_training)
     out: dict[str, float] = {}
@@ -107,29 +103,40 @@ def evaluate_ranking(model: torch.nn.Module, dataset, steps: Sequence[int] = (1,
     return out
 
 
-def _evaluate_chunk(model, dataset, chunk: np.ndarray, steps: list[int], horizon: int, device,
-                    preds: dict[int, list[torch.Tensor]], targets: dict[int, list[torch.Tensor]]) -> None:
-    """Roll the episodes of ``chunk`` out ``horizon`` steps; append predictions and targets per ``k``."""
-    if horizon < 1:  # only empty episodes in this chunk
-        return
-    episodes = [dataset.episode(int(i)) for i in chunk]
-    lengths = np.asarray([len(ep.actions) for ep in episodes])
-    # every episode is cut to `horizon` steps; shorter ones are padded with zero actions (their rollouts
-    # past their own length are never read)
-    acts = np.stack([_pad(ep.actions[:horizon], horizon) for ep in episodes])
-    obs0 = torch.from_numpy(np.stack([ep.obs[0] for ep in episodes])).to(device)  # uint8 [b, C, H, W]
-    z = model.encode(obs0)
-    rolled = model.rollout(z, torch.from_numpy(acts).to(device))  # [b, horizon, (K,) D]
-    for k in steps:
-        keep = np.flatnonzero(lengths >= k)
-        if k > horizon or not len(keep):
+def rollouts(model, dataset, steps: Sequence[int], batch_size: int, device,
+             max_episodes: int | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """The ``k``-step predictions of every episode at least ``k`` long, ``batch_size`` episodes at a time.
+
+    Yields ``(k, pred, frames)``: ``pred`` the latents ``rollout(encode(obs[0]), actions[:k])[k-1]`` of the
+    chunk's long-enough episodes, and ``frames`` their true ``obs[k]`` (uint8, on ``device``). Episodes (the
+    first ``max_episodes``, or all) are read long ones first, so a chunk shares one rollout length; shorter
+    episodes are padded with zero actions, and their rollouts past their own length are never read. The
+    caller sets the model's mode and grad mode.
+    """
+    steps = sorted({int(k) for k in steps})
+    lengths = np.asarray([int(n) for n in dataset.lengths])
+    if max_episodes is not None:
+        lengths = lengths[:max(0, int(max_episodes))]
+    order = np.argsort(-lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        horizon = min(steps[-1], int(lengths[chunk].max()))
+        if horizon < 1:  # only empty episodes in this chunk
             continue
-        frames = torch.from_numpy(np.stack([episodes[i].obs[k] for i in keep])).to(device)
-        targets[k].append(model.encode(frames).float().cpu())
-        preds[k].append(rolled[torch.from_numpy(keep).to(device), k - 1].float().cpu())
+        episodes = [dataset.episode(int(i)) for i in chunk]
+        ep_len = np.asarray([len(ep.actions) for ep in episodes])
+        acts = np.stack([pad_actions(ep.actions[:horizon], horizon) for ep in episodes])
+        z = model.encode(torch.from_numpy(np.stack([ep.obs[0] for ep in episodes])).to(device))
+        rolled = model.rollout(z, torch.from_numpy(acts).to(device))  # [b, horizon, (K,) D]
+        for k in steps:
+            keep = np.flatnonzero(ep_len >= k)
+            if k > horizon or not len(keep):
+                continue
+            frames = torch.from_numpy(np.stack([episodes[i].obs[k] for i in keep])).to(device)
+            yield k, rolled[torch.from_numpy(keep).to(device), k - 1], frames
 
 
-def _pad(actions: np.ndarray, length: int) -> np.ndarray:
+def pad_actions(actions: np.ndarray, length: int) -> np.ndarray:
     """``actions`` extended with zero rows to ``length`` rows."""
     missing = length - len(actions)
     if missing <= 0:
