@@ -6,6 +6,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 def median_rate(fn: Callable[[], int], repeats: int) -> float:
@@ -56,3 +57,12 @@ def _num(x: float | None) -> str:
     if x is None:
         return ""
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def setting_reader(cfg: Any) -> Callable[[str, Any], Any]:
+    """``get(key, default)`` over a config (mapping or attributes); a missing or null key gives ``default``."""
+    def get(key: str, default: Any) -> Any:
+        value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+        return default if value is None else value
+
+    return get

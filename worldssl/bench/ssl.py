@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from worldssl.bench.common import Row
+from worldssl.bench.common import Row, setting_reader
 
 #: backbone label -> (worldssl encoder kind, build kwargs)
 BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -62,9 +62,7 @@ class Settings:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> Settings:
-        def get(key: str, default: Any) -> Any:
-            value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-            return default if value is None else value
+        get = setting_reader(cfg)
 
         d = cls()
         return cls(objectives=[str(o) for o in get("ssl_objectives", d.objectives)],

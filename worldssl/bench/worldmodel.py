@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldssl.bench.common import Row
+from worldssl.bench.common import Row, setting_reader
 
 OBJECTIVES = ("contrastive", "infonce", "generative_ae", "generative_vae", "selfpredictive")
 ENV_ID = "worldssl/Shapes-v0"
@@ -94,9 +94,7 @@ class Settings:
 
     @classmethod
     def from_cfg(cls, cfg: Any) -> Settings:
-        def get(key: str, default: Any) -> Any:
-            value = cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
-            return default if value is None else value
+        get = setting_reader(cfg)
 
         d = cls()
         epoch_steps = get("wm_epoch_steps", None)
