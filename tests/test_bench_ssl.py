@@ -13,7 +13,7 @@ pytest.importorskip("lightly")
 
 TINY = {"repeats": 1, "ssl_max_repeats": 0, "ssl_steps": 1, "ssl_warmup": 1, "ssl_batch": 8, "ssl_image_size": 32,
         "ssl_backbones": ["conv", "vit_tiny"], "ssl_objectives": ["simclr", "mae"], "ssl_vit_depth": 1,
-        "device": "cpu"}
+        "device": "cpu", "amp": False}
 
 
 def test_tiny_run_reports_ours_lightly_and_ratio(capsys):
@@ -26,6 +26,17 @@ def test_tiny_run_reports_ours_lightly_and_ratio(capsys):
         assert r.baseline_name.startswith("lightly ")
     out = capsys.readouterr().out
     assert "bench ssl:" in out and out.count("vs lightly") == 3
+
+
+def test_bf16_cpu_adds_an_equal_precision_row(monkeypatch, capsys):
+    """Where ours runs bf16 on the CPU (AMX) and lightly's plain loop float32, ours is also timed in float32."""
+    monkeypatch.setattr(bench_ssl, "mixed_precision_differs", lambda device, amp: True)
+    rows = bench_ssl.run(OmegaConf.create({**TINY, "amp": "auto", "ssl_backbones": ["conv"],
+                                           "ssl_objectives": ["simclr"]}))
+    assert [r.name for r in rows] == ["simclr / conv 9x32x32 b8", "simclr / conv 9x32x32 b8 (ours in float32 too)"]
+    assert rows[0].target == ">= 1.0x" and rows[1].target == ""
+    assert rows[1].ours > 0 and rows[1].baseline == rows[0].baseline
+    assert "ours in float32 like lightly" in capsys.readouterr().out
 
 
 def test_cpc_row_has_no_baseline_and_comparable_images():

@@ -132,6 +132,26 @@ def test_cpc_info_nce_matches_naive(gen, k):
     assert got.item() == pytest.approx(naive_cpc(pred, z, k, 0.5), rel=1e-5)
 
 
+def test_losses_run_in_float32_inside_bf16_autocast(gen):
+    """Mixed precision speeds up the backbone; the similarity logits and squared errors stay float32."""
+    q, k = torch.randn(16, 32, generator=gen), torch.randn(16, 32, generator=gen)
+    patches, pred = torch.randn(4, 8, 12, generator=gen), torch.randn(4, 8, 12, generator=gen)
+    mask = torch.ones(4, 8)
+    seq = torch.randn(2, 5, 6, generator=gen)
+    cases = [(info_nce, (q, k, None, 0.1)), (nt_xent, (q, k, 0.1)), (negative_cosine, (q, k)),
+             (masked_patch_mse, (patches, pred, mask)), (cpc_info_nce, (seq[:, 1:], seq, 1, 0.1))]
+    for fn, args in cases:
+        reference = fn(*args)
+        bf16_args = tuple(a.bfloat16() if isinstance(a, torch.Tensor) else a for a in args)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = fn(*bf16_args)
+        assert got.dtype == torch.float32, fn.__name__
+        # only the inputs' rounding to bf16 remains, not bf16 arithmetic in the loss
+        exact = fn(*(a.float() if isinstance(a, torch.Tensor) else a for a in bf16_args))
+        assert got.item() == pytest.approx(exact.item(), rel=1e-6), fn.__name__
+        assert got.item() == pytest.approx(reference.item(), rel=2e-2), fn.__name__
+
+
 def test_losses_reject_bad_shapes():
     with pytest.raises(ValueError):
         info_nce(torch.randn(4, 3), torch.randn(5, 3))

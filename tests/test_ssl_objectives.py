@@ -283,6 +283,34 @@ def test_mae_handles_timm_prefix_token_variants(vit_kwargs):
     assert torch.isfinite(loss) and enc.vit.patch_embed.proj.weight.grad is not None
 
 
+def test_mae_augment_from_a_config_mapping_crops_its_input():
+    from worldssl.data.augment import Augment
+
+    mae = MAE(TinyViT(), decoder_dim=32, decoder_heads=2, augment={"shift": False, "crop": True,
+                                                                   "crop_scale": [0.35, 1.0]})
+    assert isinstance(mae.augment, Augment) and mae.augment.crop and not mae.augment.shift
+    assert mae.augment.crop_scale == (0.35, 1.0)
+    seen = []
+    mae.encoder.vit.patch_embed.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    batch = make_batch("frames")
+    torch.manual_seed(0)
+    mae.loss(batch)
+    assert not torch.equal(seen[0], mae.encoder.normalize(batch.obs))  # the crop changed the pixels
+
+
+def test_mae_config_sets_its_own_optimiser_recipe():
+    """ssl=mae brings MAE's lr / weight decay; a command-line value still wins."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("configs", version_base=None):
+        mae = compose("pretrain", overrides=["ssl=mae", "data=x"])
+        mine = compose("pretrain", overrides=["ssl=mae", "data=x", "lr=1e-3"])
+        moco = compose("pretrain", overrides=["ssl=moco", "data=x"])
+    assert (mae.lr, mae.weight_decay, mae.backbone.kind) == (3e-4, 0.05, "vit")
+    assert mae.ssl.kwargs.augment.crop and mine.lr == 1e-3
+    assert (moco.lr, moco.weight_decay) == (1e-3, 0.0)
+
+
 def test_mae_restore_puts_visible_tokens_back_in_place():
     torch.manual_seed(0)
     mae = MAE(TinyViT(), decoder_dim=32, decoder_heads=2)

@@ -4,9 +4,12 @@ For every objective and backbone one full training step is timed: the view augme
 the loss, the backward pass, an AdamW step and the momentum (EMA) update, at a fixed batch and image size.
 Where lightly has the same method (MoCo v2, SimCLR, BYOL, MAE) its implementation is built around a fresh
 instance of the *same* worldssl backbone (a timm ViT for MAE), with heads of the same widths, the same
-hyperparameters, the same optimiser and autocast, and the views made by the same
+hyperparameters, the same optimiser, and the views made by the same
 :class:`worldssl.data.augment.Augment` from the same uint8 batch, so only the model / loss / momentum code
-differs. Ours and lightly's are timed in alternation (repeat after repeat), so load from other processes on
+and the precision differ. Precision: each side runs as its user gets it by default. Ours follows the
+pretrainer (``amp=auto``: bf16 autocast on CUDA, and on CPUs with bf16 matrix units, with the losses in
+float32); lightly's runs in a plain PyTorch loop (bf16 autocast on CUDA, float32 on CPU). Where the two
+differ, ours is timed a third time in float32, and that row shows the ratio at equal precision. Ours and lightly's are timed in alternation (repeat after repeat), so load from other processes on
 the machine hits both alike; the figure is the median over the repeats, after warm-up steps.
 
 CPC has no lightly counterpart; it runs on sequences of ``ssl_sequence_length`` frames, ``batch / length``
@@ -124,12 +127,14 @@ def _optimizer(module: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def _train_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
-                device: torch.device, amp: bool | str) -> Callable[[], None]:
-    """One optimiser step, in the order of :class:`worldssl.ssl.train.Pretrainer`."""
+                device: torch.device, amp: bool | str, cpu_auto: bool) -> Callable[[], None]:
+    """One optimiser step, in the order of :class:`worldssl.ssl.train.Pretrainer`. ``cpu_auto``: whether
+    ``amp=auto`` also means bf16 on a CPU with bf16 matrix units (the pretrainer's policy) or CUDA only
+    (what a plain PyTorch loop around lightly's modules gets)."""
     from worldssl.runtime.device import autocast
 
     def step() -> None:
-        with autocast(device, amp):
+        with autocast(device, amp, cpu_auto=cpu_auto):
             loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -140,8 +145,8 @@ def _train_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor], opt: torc
 
 
 # -- ours -----------------------------------------------------------------------------------------------
-def ours_step(name: str, backbone: str, obs: torch.Tensor, s: Settings,
-              device: torch.device) -> tuple[nn.Module, Callable[[], None]]:
+def ours_step(name: str, backbone: str, obs: torch.Tensor, s: Settings, device: torch.device,
+              cpu_auto: bool = True) -> tuple[nn.Module, Callable[[], None]]:
     from worldssl import ssl
     from worldssl.ssl import SSLBatch
 
@@ -150,7 +155,7 @@ def ours_step(name: str, backbone: str, obs: torch.Tensor, s: Settings,
         obs = obs.view(-1, s.sequence_length, *obs.shape[1:])  # [B/T, T, C, H, W]
     batch = SSLBatch(obs)
     opt = _optimizer(objective, s.lr)
-    return objective, _train_step(objective, lambda: objective.loss(batch)[0], opt, device, s.amp)
+    return objective, _train_step(objective, lambda: objective.loss(batch)[0], opt, device, s.amp, cpu_auto)
 
 
 # -- lightly --------------------------------------------------------------------------------------------
@@ -317,7 +322,7 @@ def lightly_step(name: str, backbone: str, obs: torch.Tensor, ours: nn.Module, s
             raise ValueError(f"lightly has no {name!r} here")
     model = model.to(device).train()
     opt = _optimizer(model, s.lr)
-    return _train_step(model, lambda: model.loss(obs), opt, device, s.amp)
+    return _train_step(model, lambda: model.loss(obs), opt, device, s.amp, cpu_auto=False)
 
 
 # -- timing ---------------------------------------------------------------------------------------------
@@ -348,6 +353,14 @@ def time_alternating(steps: dict[str, Callable[[], None]], images: int, s: Setti
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+def mixed_precision_differs(device: torch.device, amp: bool | str) -> bool:
+    """True where our pretrainer runs bf16 but a plain loop around lightly runs float32: ``amp=auto`` on a
+    CPU with bf16 matrix units (AMX)."""
+    from worldssl.runtime.device import cpu_has_bf16_matmul
+
+    return amp == "auto" and device.type == "cpu" and cpu_has_bf16_matmul()
+
+
 def _lightly_version() -> str | None:
     try:
         import lightly
@@ -356,7 +369,8 @@ def _lightly_version() -> str | None:
     return str(lightly.__version__)
 
 
-def measure(name: str, backbone: str, s: Settings, device: torch.device, lightly_version: str | None) -> Row:
+def measure(name: str, backbone: str, s: Settings, device: torch.device,
+            lightly_version: str | None) -> list[Row]:
     shape = f"{s.channels}x{s.image_size}x{s.image_size}"
     label = f"{LABELS[name]} / {backbone} {shape} b{s.batch}"
     if name == "cpc":
@@ -371,19 +385,31 @@ def measure(name: str, backbone: str, s: Settings, device: torch.device, lightly
     if with_baseline:
         torch.manual_seed(s.seed)
         steps["lightly"] = lightly_step(name, backbone, obs, ours, s, device)
+        if mixed_precision_differs(device, s.amp):
+            # the same precision as lightly's side too, so the table separates code from precision
+            torch.manual_seed(s.seed)
+            steps["ours_same_precision"] = ours_step(name, backbone, obs, s, device, cpu_auto=False)[1]
     rates = time_alternating(steps, s.batch, s, device)
     baseline = rates.get("lightly")
     row = Row(label, "train images/s", rates["ours"], baseline,
               f"lightly {lightly_version} same backbone+aug" if with_baseline else "",
               ">= 1.0x" if with_baseline else "")
+    rows = [row]
+    if "ours_same_precision" in rates:
+        rows.append(Row(f"{label} (ours in float32 too)", "train images/s", rates["ours_same_precision"],
+                        baseline, row.baseline_name, ""))
     if baseline is not None:
-        print(f"  {label}: ours {row.ours:,.1f} vs lightly {baseline:,.1f} images/s ({row.ratio:.2f}x)", flush=True)
+        line = f"  {label}: ours {row.ours:,.1f} vs lightly {baseline:,.1f} images/s ({row.ratio:.2f}x)"
+        if "ours_same_precision" in rates:
+            same = rates["ours_same_precision"]
+            line += f"; ours in float32 like lightly {same:,.1f} ({same / baseline:.2f}x)"
+        print(line, flush=True)
     else:
         print(f"  {label}: ours {row.ours:,.1f} images/s (no lightly counterpart)", flush=True)
     del steps, ours
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row
+    return rows
 
 
 def run(cfg: Any) -> list[Row]:
@@ -414,5 +440,5 @@ def _run(s: Settings, device: torch.device, version: str | None) -> list[Row]:
         for name in s.objectives:
             if name == "mae" and BACKBONES[backbone][0] != "vit":
                 continue  # MAE needs a ViT
-            rows.append(measure(name, backbone, s, device, version))
+            rows.extend(measure(name, backbone, s, device, version))
     return rows

@@ -13,6 +13,9 @@ The encoder is a worldssl ViT encoder holding a timm ``VisionTransformer`` as ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -47,15 +50,20 @@ class MAE(SSLObjective):
         decoder_dim, decoder_depth, decoder_heads: the light decoder (128, 2, 4).
         norm_pix_loss: normalise each target patch by its mean and std (True).
         decoder_pos_embed: ``"sincos"`` (fixed, as in MAE) or ``"learned"``.
-        augment: optional augmentation of the input frames (MAE uses only random resized crops).
+        augment: optional augmentation of the input frames (MAE uses only random resized crops): an
+            ``nn.Module``, or a mapping of :class:`worldssl.data.augment.Augment` arguments (from a config).
     """
 
     batch_kind = "frames"
 
     def __init__(self, encoder: Encoder, mask_ratio: float = 0.75, decoder_dim: int = 128, decoder_depth: int = 2,
                  decoder_heads: int = 4, norm_pix_loss: bool = True, decoder_pos_embed: str = "sincos",
-                 augment: nn.Module | None = None):
+                 augment: nn.Module | Mapping[str, Any] | None = None):
         super().__init__(encoder)
+        if isinstance(augment, Mapping):
+            from worldssl.data.augment import Augment
+
+            augment = Augment.from_config(augment)
         vit = getattr(encoder, "vit", None)
         if vit is None or not hasattr(vit, "patch_embed"):
             raise TypeError(f"MAE needs a ViT encoder exposing .vit (a timm VisionTransformer); "

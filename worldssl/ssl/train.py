@@ -42,7 +42,7 @@ class PretrainSettings:
     log_every: int = 50
     save_every: int = 500
     seed: int = 0
-    amp: bool | str = "auto"
+    amp: bool | str = "auto"  # bf16 autocast on CUDA and on CPUs with bf16 matrix units (AMX)
     max_minutes: float | None = None  # stop (and checkpoint) after this much wall-clock time
     progress: bool = True
 
@@ -147,7 +147,7 @@ class Pretrainer:
         while self.step < s.steps:
             self.objective.train()
             batch = sample_batch(self.dataset, kind, s, self.rng, self.device)
-            with autocast(self.device, s.amp):
+            with autocast(self.device, s.amp, cpu_auto=True):  # losses stay float32 (ssl.losses.precision)
                 loss, metrics = self.objective.loss(batch)
             if not torch.isfinite(loss):
                 raise WorldsslError(f"non-finite loss ({loss.item()}) at step {self.step}; lower lr (now {s.lr}) "

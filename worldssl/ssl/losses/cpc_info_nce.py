@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from worldssl.ssl.losses.precision import float32_loss
 
+
+@float32_loss
 def cpc_logits(pred: torch.Tensor, z: torch.Tensor, k: int,
                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels for predicting ``z_{t+k}`` from step ``t``.

@@ -10,7 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from worldssl.ssl.losses.precision import float32_loss
 
+
+@float32_loss
 def info_nce_logits(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor | None = None,
                     temperature: float = 0.2, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of the InfoNCE classification task.

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from worldssl.ssl.losses.precision import float32_loss
 
+
+@float32_loss
 def masked_patch_mse(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, norm_pix: bool = True,
                      eps: float = 1e-6) -> torch.Tensor:
     """MSE between predicted and true patches, averaged over the masked patches.

@@ -9,7 +9,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from worldssl.ssl.losses.precision import float32_loss
 
+
+@float32_loss
 def negative_cosine(p: torch.Tensor, z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``-mean_i cos(p_i, z_i)`` over ``(B, D)`` rows, in ``[-1, 1]``.
 

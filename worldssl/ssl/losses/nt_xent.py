@@ -8,7 +8,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from worldssl.ssl.losses.precision import float32_loss
 
+
+@float32_loss
 def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor,
                    temperature: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits ``(2B, 2B)`` (self-similarity masked to ``-inf``) and the index of each row's positive.
