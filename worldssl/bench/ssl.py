@@ -433,6 +433,10 @@ def _run(s: Settings, device: torch.device, version: str | None) -> list[Row]:
     print(f"bench ssl: train images/s (augment + forward + loss + backward + AdamW + momentum) on {where}, "
           f"batch {s.batch}, {s.channels}x{s.image_size}x{s.image_size}, median of {s.repeats}-{max(s.repeats, s.max_repeats)} "
           f"repeats of {s.steps} step(s) after {s.warmup} warm-up, ours and lightly alternating", flush=True)
+    if s.amp == "auto" and device.type == "cpu":
+        print("  precision: each side's default here: ours " + ("bf16 autocast (this CPU has AMX), also timed in "
+              "float32" if mixed_precision_differs(device, s.amp) else "float32") + "; lightly's loop float32",
+              flush=True)
     if version is None:
         print("  lightly is not installed: no baselines")
     rows = []
