@@ -16,6 +16,8 @@ SETUPS = {
     "infonce": ({"kind": "slots", "size": "small", "num_slots": 5, "embedding_dim": 2}, "gnn"),
     "generative_ae": ("cswm_flat", "mlp"),
     "generative_vae": ("cswm_flat", "mlp"),
+    "generative_ae:latent": ("cswm_flat", "mlp"),
+    "generative_vae:latent": ("cswm_flat", "mlp"),
     "selfpredictive": ({"kind": "slots", "size": "small", "num_slots": 5, "embedding_dim": 2}, "gnn"),
 }
 
@@ -25,7 +27,7 @@ def test_objective_trains_a_built_model_and_ranking_runs(shapes_dataset, name):
     ds = EpisodeDataset(shapes_dataset)
     encoder, transition = SETUPS[name]
     torch.manual_seed(0)
-    objective = build_objective(name)
+    objective = build_objective(name.split(":")[0], **({"transition_loss": "latent"} if ":latent" in name else {}))
     model = build_world_model(ds.obs_shape, ds.manifest["action_space"], encoder, transition,
                               latent={"hidden_dim": 32}, objective_needs_decoder=objective.needs_decoder)
     z = model.encode(torch.zeros(1, *ds.obs_shape, dtype=torch.uint8))

@@ -271,6 +271,57 @@ def test_generative_ae_mean_reduction():
 
 
 @pytest.mark.parametrize("slots", [True, False])
+def test_generative_ae_latent_transition_by_hand(slots):
+    """World Models' split: the encoder / decoder learn only from reconstructing o_0, the transition only from
+    regressing the detached encodings of o_1 .. o_H from the detached z_0."""
+    model, batch = make_model(slots=slots, decoder="logits"), make_batch()
+    obj = GenerativeAE(horizon=2, transition_loss="latent")
+    loss, metrics = obj.loss(model, batch)
+    with torch.no_grad():
+        z = [model.encode(batch.obs[:, t]) for t in range(3)]
+        p1 = model.next(z[0], batch.actions[:, 0])
+        p2 = model.next(p1, batch.actions[:, 1])
+        latent = 0.0
+        for i in range(B):  # one sample at a time, squared error summed over every latent entry
+            latent += (float(((p1[i] - z[1][i]) ** 2).sum()) + float(((p2[i] - z[2][i]) ** 2).sum())) / B
+        recon = hand_recon(model.decoder.logits(z[0]), batch.obs[:, 0], "bce", True)
+    assert math.isclose(metrics["wm/latent_next"], latent, rel_tol=1e-5)
+    assert math.isclose(metrics["wm/recon"], recon, rel_tol=1e-5)
+    assert math.isclose(loss.item(), recon + latent, rel_tol=1e-5)
+    # the gradients split: the encoder and decoder get exactly the reconstruction's, the transition the latent's
+    loss.backward()
+    enc_grads = [p.grad.clone() for p in model.encoder.parameters()]
+    trans_grad = grad_norm(model.transition)
+    assert trans_grad > 0
+    model.zero_grad()
+    hand = model.decoder.logits(model.encode(batch.obs[:, 0]))
+    F_bce = torch.nn.functional.binary_cross_entropy_with_logits
+    F_bce(hand, batch.obs[:, 0].float() / 255.0, reduction="none").flatten(1).sum(1).mean().backward()
+    for got, want in zip(enc_grads, model.encoder.parameters()):
+        torch.testing.assert_close(got, want.grad, rtol=1e-5, atol=1e-6)
+    assert grad_norm(model.transition) == 0
+
+
+def test_generative_latent_transition_needs_recon_current():
+    with pytest.raises(ConfigError, match="recon_current"):
+        GenerativeAE(transition_loss="latent", recon_current=False)
+    with pytest.raises(ConfigError, match="transition_loss"):
+        GenerativeVAE(transition_loss="pixels")
+
+
+def test_generative_vae_latent_transition():
+    model, batch = make_model(decoder="logits"), make_batch()
+    obj = GenerativeVAE(latent_dim=D, transition_loss="latent", generator=torch.Generator().manual_seed(3))
+    loss, metrics = obj.loss(model, batch)
+    assert set(metrics) >= {"wm/recon", "wm/kl", "wm/latent_next", "wm/recon_current"}
+    assert "wm/recon_next" not in metrics
+    assert math.isclose(loss.item(), metrics["wm/recon"] + metrics["wm/kl"] + metrics["wm/latent_next"],
+                        rel_tol=1e-5)
+    loss.backward()
+    assert grad_norm(model.transition) > 0 and grad_norm(obj.logvar_head) > 0
+
+
+@pytest.mark.parametrize("slots", [True, False])
 def test_generative_vae_terms(slots):
     model, batch = make_model(slots=slots, decoder="logits"), make_batch()
     obj = GenerativeVAE(beta=0.7, latent_shape=(K, D) if slots else (D,), generator=torch.Generator().manual_seed(5))

@@ -13,6 +13,17 @@ the ``H`` reconstructions of ``o_1 .. o_H`` are summed (plus the one of ``o_0`` 
 BCE uses ``model.decoder.logits(z)`` with ``binary_cross_entropy_with_logits`` when the decoder has a
 ``logits`` method (numerically safer than the log of a sigmoid), else ``model.decode(z)`` (probabilities).
 MSE compares ``model.decode(z)`` (in ``[0, 1]``) with the frame.
+
+Two ways to train the transition (``transition_loss``):
+
+- ``"pixel"`` (default): through the decoder, as above. The predicted latent only has to *decode* to
+  ``o_{t+1}``; nothing asks it to equal ``encode(o_{t+1})``. This is the "C-SWM without contrastive loss
+  (pixel decoder)" model of the paper's Table 1 when the encoder is the slot encoder.
+- ``"latent"``: World Models' split (Ha & Schmidhuber 2018: the vision model learns by reconstruction, the
+  dynamics model learns on its latents). The encoder and decoder learn only from reconstructing ``o_t``; the
+  transition, fed the detached latent, regresses the detached encodings of ``o_{t+1} .. o_{t+H}`` (squared
+  error summed over latent dimensions, mean over the batch). Both parts train at once on disjoint
+  parameters, so the relative scale of the two terms does not matter to Adam.
 """
 
 from __future__ import annotations
@@ -42,12 +53,19 @@ class _Reconstruction(Objective):
 
     needs_decoder = True
 
-    def __init__(self, horizon: int, recon_current: bool, loss: str, reduction: str, reward_weight: float):
+    def __init__(self, horizon: int, recon_current: bool, loss: str, reduction: str, reward_weight: float,
+                 transition_loss: str = "pixel"):
         super().__init__()
         if loss not in ("bce", "mse"):
             raise ConfigError(f"loss must be 'bce' or 'mse', got {loss!r}")
         if reduction not in ("sum", "mean"):
             raise ConfigError(f"reduction must be 'sum' (over pixels, mean over batch) or 'mean', got {reduction!r}")
+        if transition_loss not in ("pixel", "latent"):
+            raise ConfigError(f"transition_loss must be 'pixel' or 'latent', got {transition_loss!r}")
+        if transition_loss == "latent" and not recon_current:
+            raise ConfigError("transition_loss='latent' trains the encoder only by reconstructing o_t: "
+                              "set recon_current=true")
+        self.transition_loss = transition_loss
         self.horizon = check_horizon(horizon)
         self.recon_current = bool(recon_current)
         self.recon_loss, self.reduction = loss, reduction
@@ -78,19 +96,31 @@ class _Reconstruction(Objective):
         if out.shape != target.shape:
             raise ValueError(f"decoder output {tuple(out.shape)} does not match the frames {tuple(target.shape)}")
 
-    def reconstruct_window(self, model: WorldModel, z0: torch.Tensor,
-                           batch: WorldModelBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Roll ``z0`` out ``horizon`` steps; return the summed reconstruction, its parts, and the rollout."""
+    def reconstruct_window(self, model: WorldModel, z0: torch.Tensor, batch: WorldModelBatch
+                           ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Roll ``z0`` out ``horizon`` steps with the logged actions.
+
+        Returns ``(terms, recon, parts, pred)``: the sum of the training terms, the reconstruction part of
+        it, every term by name, and the rollout ``[B, H, (K,) D]``.
+        """
         h = self.horizon
-        pred = model.rollout(z0, batch.actions[:, :h])  # [B, h, (K,) D]
-        recon_next = torch.stack([self.reconstruction(model, pred[:, k], batch.obs[:, k + 1])
-                                  for k in range(h)]).sum()
-        parts = {"recon_next": recon_next}
-        recon = recon_next
+        actions = batch.actions[:, :h]
+        parts: dict[str, torch.Tensor] = {}
+        if self.transition_loss == "latent":
+            recon = parts["recon_current"] = self.reconstruction(model, z0, batch.obs[:, 0])
+            pred = model.rollout(z0.detach(), actions)  # [B, h, (K,) D]
+            with torch.no_grad():
+                future = batch.obs[:, 1: h + 1]
+                target = model.encode(future.flatten(0, 1)).unflatten(0, future.shape[:2]).to(pred.dtype)
+            parts["latent_next"] = (pred - target).pow(2).flatten(2).sum(2).sum(1).mean()
+            return recon + parts["latent_next"], recon, parts, pred
+        pred = model.rollout(z0, actions)  # [B, h, (K,) D]
+        recon = parts["recon_next"] = torch.stack(
+            [self.reconstruction(model, pred[:, k], batch.obs[:, k + 1]) for k in range(h)]).sum()
         if self.recon_current:
             parts["recon_current"] = self.reconstruction(model, z0, batch.obs[:, 0])
             recon = recon + parts["recon_current"]
-        return recon, parts, pred
+        return recon, recon, parts, pred
 
     def add_reward(self, model: WorldModel, z0: torch.Tensor, pred: torch.Tensor, batch: WorldModelBatch,
                    loss: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -108,28 +138,30 @@ class GenerativeAE(_Reconstruction):
         loss: ``"bce"`` (pixels as Bernoulli probabilities) or ``"mse"``.
         reduction: ``"sum"`` over pixels then mean over the batch (C-SWM), or ``"mean"`` over everything.
         reward_weight: weight of the reward-head MSE (0: off).
+        transition_loss: ``"pixel"`` (the transition learns through the decoder) or ``"latent"`` (World
+            Models' split: it regresses the detached next encodings; see the module docstring).
 
     Needs from the model: ``encode``, ``next``, a decoder (``decode``; ``decoder.logits`` used when present),
     and ``reward`` when ``reward_weight > 0``.
     """
 
     def __init__(self, horizon: int = 1, recon_current: bool = True, loss: str = "bce", reduction: str = "sum",
-                 reward_weight: float = 0.0):
-        super().__init__(horizon, recon_current, loss, reduction, reward_weight)
+                 reward_weight: float = 0.0, transition_loss: str = "pixel"):
+        super().__init__(horizon, recon_current, loss, reduction, reward_weight, transition_loss)
 
     def loss(self, model: WorldModel, batch: WorldModelBatch) -> tuple[torch.Tensor, dict[str, float]]:
         check_batch("GenerativeAE", batch, self.horizon)
         check_reward_head("GenerativeAE", model, self.reward_weight)
         z0 = model.encode(batch.obs[:, 0])  # [B, (K,) D]
-        recon, parts, pred = self.reconstruct_window(model, z0, batch)
-        loss = recon
+        loss, recon, parts, pred = self.reconstruct_window(model, z0, batch)
         values = {"loss": loss, "recon": recon, **parts}
         loss = self.add_reward(model, z0, pred, batch, loss, values)
         return loss, read_metrics("GenerativeAE", **values)
 
     def extra_repr(self) -> str:
         return (f"horizon={self.horizon}, recon_current={self.recon_current}, loss={self.recon_loss!r}, "
-                f"reduction={self.reduction!r}, reward_weight={self.reward_weight}")
+                f"reduction={self.reduction!r}, reward_weight={self.reward_weight}, "
+                f"transition_loss={self.transition_loss!r}")
 
 
 class GenerativeVAE(_Reconstruction):
@@ -147,7 +179,9 @@ class GenerativeVAE(_Reconstruction):
 
     Args:
         beta: KL weight (``beta = 1``: the ELBO).
-        horizon, recon_current, loss, reduction, reward_weight: as :class:`GenerativeAE`.
+        horizon, recon_current, loss, reduction, reward_weight, transition_loss: as :class:`GenerativeAE`
+            (with ``transition_loss="latent"`` the rollout starts from the detached sample ``z~`` and its
+            targets are the next frames' means).
         latent_dim, latent_shape: the latent's last-dimension size, or its per-sample shape.
         generator: RNG of the reparameterisation noise (default: torch's global RNG).
 
@@ -157,8 +191,8 @@ class GenerativeVAE(_Reconstruction):
     def __init__(self, beta: float = 1.0, horizon: int = 1, recon_current: bool = True, loss: str = "bce",
                  reduction: str = "sum", latent_dim: int | None = None,
                  latent_shape: int | tuple[int, ...] | None = None, reward_weight: float = 0.0,
-                 generator: torch.Generator | None = None):
-        super().__init__(horizon, recon_current, loss, reduction, reward_weight)
+                 generator: torch.Generator | None = None, transition_loss: str = "pixel"):
+        super().__init__(horizon, recon_current, loss, reduction, reward_weight, transition_loss)
         if not beta >= 0:
             raise ConfigError(f"beta must be >= 0, got {beta!r}")
         self.beta = float(beta)
@@ -206,13 +240,14 @@ class GenerativeVAE(_Reconstruction):
         mu = model.encode(batch.obs[:, 0])  # [B, (K,) D]
         logvar = self.posterior(mu)  # [B, (K,) D]
         z0 = mu + randn_like(mu, self.generator) * torch.exp(0.5 * logvar)  # reparameterisation
-        recon, parts, pred = self.reconstruct_window(model, z0, batch)
+        terms, recon, parts, pred = self.reconstruct_window(model, z0, batch)
         kl = self.kl(mu, logvar)
-        loss = recon + self.beta * kl
+        loss = terms + self.beta * kl
         values = {"loss": loss, "recon": recon, **parts, "kl": kl}
         loss = self.add_reward(model, z0, pred, batch, loss, values)
         return loss, read_metrics("GenerativeVAE", **values)
 
     def extra_repr(self) -> str:
         return (f"beta={self.beta}, horizon={self.horizon}, recon_current={self.recon_current}, "
-                f"loss={self.recon_loss!r}, reduction={self.reduction!r}, reward_weight={self.reward_weight}")
+                f"loss={self.recon_loss!r}, reduction={self.reduction!r}, reward_weight={self.reward_weight}, "
+                f"transition_loss={self.transition_loss!r}")
