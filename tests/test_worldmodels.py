@@ -60,6 +60,34 @@ def test_slot_encoder_layers_and_normalisation():
         enc(frames(2, (3, 64, 64)))
 
 
+@pytest.mark.parametrize("cls", [SlotEncoder, FlatMapEncoder])
+def test_extractor_xavier_init_is_cswm_code(cls):
+    """init=xavier: every extractor conv has zero biases and weights spread like Glorot-uniform (bound
+    sqrt(6 / (fan_in + fan_out))), not PyTorch's default (bound 1 / sqrt(fan_in), biases too)."""
+    torch.manual_seed(0)
+    enc = cls(SHAPES, hidden_dim=512, extractor="large", init="xavier")
+    torch.manual_seed(0)
+    default = cls(SHAPES, hidden_dim=512, extractor="large")
+    convs = [m for m in enc.extractor if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 4
+    for conv, ref in zip(convs, [m for m in default.extractor if isinstance(m, torch.nn.Conv2d)]):
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        w = conv.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+        assert torch.count_nonzero(conv.bias) == 0
+        assert ref.weight.detach().abs().max() <= 1 / fan_in ** 0.5  # PyTorch's default bound
+        assert torch.count_nonzero(ref.bias) > 0
+    with pytest.raises(ConfigError, match="init"):
+        build_world_model(SHAPES, DISCRETE20, {"kind": "slots", "init": "he"}, "gnn")
+
+
+def test_medium_extractor_uses_leaky_relu_as_cswm():
+    enc = SlotEncoder(SHAPES, extractor="medium")
+    assert [type(m).__name__ for m in enc.extractor] == ["Conv2d", "BatchNorm2d", "LeakyReLU", "Conv2d", "Sigmoid"]
+
+
 def test_flat_map_encoder():
     enc = FlatMapEncoder(SHAPES, num_maps=32, latent_dim=32, hidden_dim=64)
     assert enc.out_shape == (32,) and enc(frames(2)).shape == (2, 32)

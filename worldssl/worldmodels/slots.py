@@ -6,9 +6,15 @@ Extractors (``hidden`` channels, ``hidden_dim // 16`` = 32 by default, ``K`` = `
 
 - ``small`` (2D Shapes): ``Conv 10x10 stride 10 -> BN -> ReLU -> Conv 1x1 to K -> sigmoid``; 50x50 gives 5x5
   maps, one pixel per grid cell.
-- ``medium``: ``Conv 9x9 pad 4 -> BN -> ReLU -> Conv 5x5 stride 5 to K -> sigmoid``; 50x50 gives 10x10 maps.
+- ``medium``: ``Conv 9x9 pad 4 -> BN -> LeakyReLU -> Conv 5x5 stride 5 to K -> sigmoid``; 50x50 gives 10x10
+  maps.
 - ``large`` (3D Cubes, Atari): ``(Conv 3x3 pad 1 -> BN -> ReLU) x 3 -> Conv 3x3 pad 1 to K -> sigmoid`` at
   full resolution.
+
+Initialisation (``init``): ``"torch"`` keeps PyTorch's default (Kaiming-uniform with ``a = sqrt(5)``);
+``"xavier"`` is the released C-SWM code's: Glorot-uniform weights and zero biases on every extractor conv,
+For the large extractor the bounds are 0.7x the default's on the first conv and 1.7x (hidden convs) to 2.3x
+(the last conv) on the others.
 
 Object encoder, shared over slots: ``flattened map -> Linear -> ReLU -> Linear -> LayerNorm -> ReLU -> Linear``
 to ``embedding_dim`` (512 hidden units; ``D = 2`` for Shapes / Cubes).
@@ -29,15 +35,21 @@ from worldssl.encoders.base import Encoder
 from worldssl.worldmodels.transitions import mlp
 
 EXTRACTORS = ("small", "medium", "large")
+INITS = ("torch", "xavier")
 
 
-def object_extractor(size: str, in_channels: int, hidden: int, num_maps: int) -> nn.Sequential:
-    """C-SWM's CNN object extractor of ``size`` small / medium / large: ``(B, C, H, W)`` -> ``(B, K, h, w)`` in [0, 1]."""
+def object_extractor(size: str, in_channels: int, hidden: int, num_maps: int, init: str = "torch") -> nn.Sequential:
+    """C-SWM's CNN object extractor of ``size`` small / medium / large: ``(B, C, H, W)`` -> ``(B, K, h, w)`` in [0, 1].
+
+    ``init="xavier"`` gives every conv Glorot-uniform weights and zero biases (C-SWM's code); ``"torch"`` keeps
+    PyTorch's default."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
     if size == "small":
         layers = [nn.Conv2d(in_channels, hidden, 10, stride=10), nn.BatchNorm2d(hidden), nn.ReLU(),
                   nn.Conv2d(hidden, num_maps, 1)]
     elif size == "medium":
-        layers = [nn.Conv2d(in_channels, hidden, 9, padding=4), nn.BatchNorm2d(hidden), nn.ReLU(),
+        layers = [nn.Conv2d(in_channels, hidden, 9, padding=4), nn.BatchNorm2d(hidden), nn.LeakyReLU(),
                   nn.Conv2d(hidden, num_maps, 5, stride=5)]
     elif size == "large":
         layers = []
@@ -48,6 +60,11 @@ def object_extractor(size: str, in_channels: int, hidden: int, num_maps: int) ->
         layers.append(nn.Conv2d(hidden, num_maps, 3, padding=1))
     else:
         raise ValueError(f"extractor must be one of {', '.join(EXTRACTORS)}, got {size!r}")
+    if init == "xavier":
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers, nn.Sigmoid())
 
 
@@ -60,12 +77,12 @@ def object_mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 class _MapEncoder(Encoder):
     """Shared parts: ``[0, 1]`` input scaling, the extractor, and its measured map size."""
 
-    def _init_extractor(self, extractor: str, num_maps: int, cnn_channels: int) -> None:
+    def _init_extractor(self, extractor: str, num_maps: int, cnn_channels: int, init: str = "torch") -> None:
         if extractor not in EXTRACTORS:
             raise ValueError(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
         self.extractor_size, self.cnn_channels = extractor, int(cnn_channels)
         # channels-last: oneDNN's convolutions run about 2x faster on CPU (the large extractor dominates Cubes)
-        self.extractor = object_extractor(extractor, self.obs_shape[0], self.cnn_channels, num_maps).to(
+        self.extractor = object_extractor(extractor, self.obs_shape[0], self.cnn_channels, num_maps, init).to(
             memory_format=torch.channels_last)
         was_training = self.extractor.training
         self.extractor.eval()
@@ -103,18 +120,20 @@ class SlotEncoder(_MapEncoder):
         hidden_dim: hidden width of the object MLP (512).
         extractor: ``"small"`` (Shapes), ``"medium"`` or ``"large"`` (Cubes, Atari).
         cnn_channels: channels of the extractor's hidden convs; default ``hidden_dim // 16`` (32).
+        init: the extractor convs' initialisation, ``"torch"`` or ``"xavier"`` (C-SWM's code).
     """
 
     kind = "slots"
 
     def __init__(self, obs_shape: tuple[int, int, int], num_slots: int = 5, embedding_dim: int = 2,
-                 hidden_dim: int = 512, extractor: str = "small", cnn_channels: int | None = None):
+                 hidden_dim: int = 512, extractor: str = "small", cnn_channels: int | None = None,
+                 init: str = "torch"):
         super().__init__(obs_shape)
         if min(num_slots, embedding_dim, hidden_dim) < 1:
             raise ValueError(f"num_slots, embedding_dim and hidden_dim must be >= 1, "
                              f"got {num_slots}, {embedding_dim}, {hidden_dim}")
         self.num_slots, self.embedding_dim, self.hidden_dim = int(num_slots), int(embedding_dim), int(hidden_dim)
-        self._init_extractor(extractor, self.num_slots, cnn_channels or max(1, self.hidden_dim // 16))
+        self._init_extractor(extractor, self.num_slots, cnn_channels or max(1, self.hidden_dim // 16), init)
         h, w = self.map_shape
         self.object_encoder = object_mlp(h * w, self.hidden_dim, self.embedding_dim)
         self.finish_init()
@@ -139,18 +158,20 @@ class FlatMapEncoder(_MapEncoder):
         hidden_dim: MLP width (512).
         extractor: ``"small"``, ``"medium"`` or ``"large"``.
         cnn_channels: hidden conv channels; default ``hidden_dim // 16``.
+        init: as :class:`SlotEncoder`.
     """
 
     kind = "cswm_flat"
 
     def __init__(self, obs_shape: tuple[int, int, int], num_maps: int = 32, latent_dim: int = 32,
-                 hidden_dim: int = 512, extractor: str = "small", cnn_channels: int | None = None):
+                 hidden_dim: int = 512, extractor: str = "small", cnn_channels: int | None = None,
+                 init: str = "torch"):
         super().__init__(obs_shape)
         if min(num_maps, latent_dim, hidden_dim) < 1:
             raise ValueError(f"num_maps, latent_dim and hidden_dim must be >= 1, "
                              f"got {num_maps}, {latent_dim}, {hidden_dim}")
         self.num_maps, self.latent_dim, self.hidden_dim = int(num_maps), int(latent_dim), int(hidden_dim)
-        self._init_extractor(extractor, self.num_maps, cnn_channels or max(1, self.hidden_dim // 16))
+        self._init_extractor(extractor, self.num_maps, cnn_channels or max(1, self.hidden_dim // 16), init)
         h, w = self.map_shape
         self.mlp = object_mlp(self.num_maps * h * w, self.hidden_dim, self.latent_dim)
         self.finish_init()
