@@ -177,19 +177,30 @@ CUBES_CAMERA_PITCH = 55.0
 CUBES_CAMERA_DISTANCE = 1.75  # times grid_size, from the board centre
 CUBES_BLOCK = 0.8
 
+#: Looks of the Cubes board: ``checker`` (the default: a checkered board, blocks of 0.8 cells) and ``plain``
+#: (closer to C-SWM's matplotlib frames: an untextured board, blocks of 0.9 cells, the camera closer so the
+#: blocks cover more pixels). Each entry: (checker texture, block edge, camera distance factor).
+CUBES_STYLES = {"checker": (True, CUBES_BLOCK, CUBES_CAMERA_DISTANCE), "plain": (False, 0.9, 1.6)}
 
-def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray) -> str:
+
+def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray, style: str = "checker") -> str:
     """MJCF for a grey board of ``grid_size``^2 unit cells, one mocap box per row of ``colors`` (K, 3), a camera.
 
     Shadows are off on every light and nothing is reflective: on Mesa's software EGL those two cost most of
-    the frame time (MACHINE.md). The checker texture (2x2 squares per repeat) marks the cells.
+    the frame time (MACHINE.md). In the ``checker`` style a checker texture (2x2 squares per repeat) marks
+    the cells; see :data:`CUBES_STYLES`.
     """
+    if style not in CUBES_STYLES:
+        raise ValueError(f"style must be one of {', '.join(CUBES_STYLES)}, got {style!r}")
+    checker, block, distance = CUBES_STYLES[style]
     half = grid_size / 2
     pitch = np.deg2rad(CUBES_CAMERA_PITCH)
-    dist = CUBES_CAMERA_DISTANCE * grid_size
+    dist = distance * grid_size
     cam_pos = (0.0, -dist * np.cos(pitch), dist * np.sin(pitch))
     cam_y = (0.0, np.sin(pitch), np.cos(pitch))  # camera up; the camera looks along -z = (0, cos, -sin)
-    h = CUBES_BLOCK / 2
+    h = block / 2
+    board = (f'<material name="board" texture="cells" texrepeat="{half} {half}" reflectance="0"/>' if checker
+             else '<material name="board" rgba="0.46 0.46 0.48 1" reflectance="0"/>')
     blocks = "\n".join(
         f'    <body name="obj{i}" mocap="true" pos="0 0 {h}">'
         f'<geom type="box" size="{h} {h} {h}" rgba="{r / 255:.4f} {g / 255:.4f} {b / 255:.4f} 1" '
@@ -206,7 +217,7 @@ def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray) -> str:
   <asset>
     <texture name="cells" type="2d" builtin="checker" rgb1="0.50 0.50 0.52" rgb2="0.42 0.42 0.44"
              width="32" height="32"/>
-    <material name="board" texture="cells" texrepeat="{half} {half}" reflectance="0"/>
+    {board}
     <material name="block" specular="0.1" shininess="0.1" reflectance="0"/>
   </asset>
   <worldbody>
@@ -226,16 +237,20 @@ class CubesEnv(_GridWorld):
 
     Row 0 is the far edge of the board and column 0 the left edge, so "up" moves a block away from the
     camera. Blocks are mocap bodies: a move sets their positions and runs kinematics, no physics stepping.
+    ``style`` picks the look (:data:`CUBES_STYLES`): ``checker`` (default) or ``plain``.
     """
 
     def __init__(self, num_objects: int = 5, grid_size: int = 5, image_size: int = 50,
-                 render_mode: str | None = None):
+                 render_mode: str | None = None, style: str = "checker"):
         super().__init__(num_objects, grid_size, image_size, render_mode)
+        if style not in CUBES_STYLES:
+            raise ValueError(f"style must be one of {', '.join(CUBES_STYLES)}, got {style!r}")
         import mujoco
 
+        self.style = style
         self._mujoco = mujoco
         self.model = mujoco.MjModel.from_xml_string(
-            cubes_mjcf(self.grid_size, self.image_size, self.colors))
+            cubes_mjcf(self.grid_size, self.image_size, self.colors, style))
         self.data = mujoco.MjData(self.model)
         self._renderer: Any = None  # built on first draw, so constructing the env stays cheap
 
@@ -259,4 +274,4 @@ class CubesEnv(_GridWorld):
         super().close()
 
 
-__all__ = ["CubesEnv", "DIRECTIONS", "SET1_RGB", "SHAPE_NAMES", "ShapesEnv", "cubes_mjcf", "shape_mask"]
+__all__ = ["CUBES_STYLES", "CubesEnv", "DIRECTIONS", "SET1_RGB", "SHAPE_NAMES", "ShapesEnv", "cubes_mjcf", "shape_mask"]

@@ -232,8 +232,9 @@ def test_shapes_moving_an_object_moves_its_pixels():
 
 
 # -- Cubes rendering ----------------------------------------------------------------------------------
-def test_cubes_frames_follow_the_blocks():
-    env = CubesEnv()
+@pytest.mark.parametrize("style", ["checker", "plain"])
+def test_cubes_frames_follow_the_blocks(style):
+    env = CubesEnv(style=style)
     env.reset(seed=0)
     a = env.set_positions(CORNERS)
     b, *_ = env.step(act(4, UP))
@@ -242,14 +243,15 @@ def test_cubes_frames_follow_the_blocks():
     np.testing.assert_array_equal(a, c)
     other = env.set_positions(CORNERS[[1, 0, 2, 3, 4]])  # swap two blocks' places
     assert not np.array_equal(a, other)
-    twin = CubesEnv()
+    twin = CubesEnv(style=style)
     np.testing.assert_array_equal(twin.set_positions(CORNERS), a)
     twin.close()
     env.close()
 
 
-def test_cubes_shows_every_block_colour_and_only_those():
-    env = CubesEnv(num_objects=3)
+@pytest.mark.parametrize("style", ["checker", "plain"])
+def test_cubes_shows_every_block_colour_and_only_those(style):
+    env = CubesEnv(num_objects=3, style=style)
     env.reset(seed=0)
     for placement in (CORNERS[:3], np.array([[2, 2], [1, 1], [3, 4]])):
         frame = env.set_positions(placement).transpose(1, 2, 0)
@@ -260,8 +262,9 @@ def test_cubes_shows_every_block_colour_and_only_those():
     env.close()
 
 
-def test_cubes_block_pixels_move_with_the_block():
-    env = CubesEnv()
+@pytest.mark.parametrize("style", ["checker", "plain"])
+def test_cubes_block_pixels_move_with_the_block(style):
+    env = CubesEnv(style=style)
     env.reset(seed=0)
     before = env.set_positions(CORNERS)
     after, *_ = env.step(act(4, LEFT))
@@ -272,6 +275,19 @@ def test_cubes_block_pixels_move_with_the_block():
     for i in range(4):
         assert color_pixels(moved_color, SET1_RGB[i]) == 0
     env.close()
+
+
+def test_cubes_styles_differ_and_a_bad_style_is_refused():
+    checker, plain = CubesEnv(), CubesEnv(style="plain")
+    a, b = checker.set_positions(CORNERS), plain.set_positions(CORNERS)
+    assert not np.array_equal(a, b)
+    board = b[:, 25:, 25].T  # a column of the plain board below the centre block: untextured, one grey
+    grey = [px for px in board if abs(int(px[0]) - int(px[2])) < 8 and px.max() > 60]
+    assert len(grey) >= 5 and len({tuple(px) for px in grey}) <= 3
+    with pytest.raises(ValueError, match="style"):
+        CubesEnv(style="wood")
+    checker.close()
+    plain.close()
 
 
 # -- time limits --------------------------------------------------------------------------------------
