@@ -49,6 +49,9 @@ def test_worldmodel_resumes_and_probes(tmp_path, shapes_dataset):
     assert s["step"] == 4 and s["epoch"] == 2
     assert "probe/encoder/ridge_r2" in s and "probe/random_init/ridge_r2" in s
     assert "Hits@1 / MRR at 1 step" in proc.stdout
+    # slot models also report which slot carries which object
+    assert sorted(s["probe/slots/assignment"]) == list(range(5)) and len(s["probe/slots/r2"]) == 5
+    assert s["probe/slots/matched_r2"] <= 1 and "slot alignment:" in proc.stdout
 
 
 @pytest.mark.parametrize("override, message", [

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from worldssl.data.episodes import EpisodeDataset
-from worldssl.eval.prediction import pixel_prediction_error, prediction_grid, probe_latents, slot_maps
+from worldssl.eval.prediction import (
+    best_matching,
+    object_state_groups,
+    pixel_prediction_error,
+    prediction_grid,
+    probe_latents,
+    slot_alignment,
+    slot_maps,
+)
 from worldssl.eval.report import aggregate, comparison_plot, comparison_table, markdown_table, write_report
 from worldssl.runtime.errors import DataError
 from worldssl.worldmodels.build import build_world_model
@@ -180,3 +188,87 @@ def test_tables_and_report(tmp_path):
     assert "![Hits@1 and MRR vs prediction steps](comparison.png)" in text
     assert "![maps](<runs/a b/maps.png>)" in text
     assert "- trained 1 epoch" in text
+
+
+# ---------------------------------------------------------------------------------------------- slot alignment
+class OracleSlots(torch.nn.Module):
+    """Shapes frames -> each object's colour centroid in cells; slot k holds object ``order[k]``, blended
+    with the mean of all objects by ``mix`` (0: one object per slot)."""
+
+    kind = "slots"
+    obs_shape = (3, 50, 50)
+    out_shape = (5, 2)
+
+    def __init__(self, order, mix: float = 0.0):
+        super().__init__()
+        self.order, self.mix = list(order), mix
+
+    def forward(self, obs):
+        from envs.gridworld import SET1_RGB
+
+        x, idx = obs.long(), torch.arange(50, dtype=torch.float32)
+        pos = []
+        for i in range(5):
+            m = (x == torch.from_numpy(SET1_RGB[i].astype(np.int64)).view(1, 3, 1, 1)).all(1).float()
+            n = m.sum((1, 2)).clamp_min(1)
+            pos.append(torch.stack([(m.sum(2) * idx).sum(1) / n, (m.sum(1) * idx).sum(1) / n], 1) / 10)
+        pos = torch.stack(pos, 1)[:, self.order]
+        return (1 - self.mix) * pos + self.mix * pos.mean(1, keepdim=True)
+
+
+class EncoderOnly(torch.nn.Module):
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def encode(self, obs):
+        return self.encoder(obs)
+
+
+@pytest.fixture(scope="module")
+def shapes20(tmp_path_factory) -> EpisodeDataset:
+    from worldssl.data import CollectSpec, collect
+
+    out = tmp_path_factory.mktemp("data") / "shapes20"
+    collect(CollectSpec("worldssl/Shapes-v0", {}, str(out), episodes=20, seed=4, max_episode_steps=20), progress=False)
+    return EpisodeDataset(out)
+
+
+def test_object_state_groups_and_matching_against_brute_force():
+    assert object_state_groups(["obj0_row", "obj0_col", "obj1_row", "obj1_col", "speed"]) == [[0, 1], [2, 3]]
+    assert object_state_groups(["cart_x", "pole_angle"]) == []
+    rng = np.random.default_rng(0)
+    for rows, cols in [(3, 3), (4, 6), (5, 5)]:
+        m = rng.random((rows, cols))
+        assign, mean = best_matching(m)
+        assert len(set(assign)) == rows
+        import itertools
+
+        brute = max(sum(m[i, p[i]] for i in range(rows)) for p in itertools.permutations(range(cols), rows))
+        assert math.isclose(mean * rows, brute, rel_tol=1e-12)
+    greedy, _ = best_matching(np.eye(10))  # past 8 rows the matching is greedy: still exact on a clear case
+    assert greedy == list(range(10))
+    with pytest.raises(ValueError):
+        best_matching(rng.random((4, 3)))
+
+
+def test_slot_alignment_finds_each_objects_slot(shapes20):
+    order = [2, 0, 4, 1, 3]  # slot k holds object order[k]
+    clean = slot_alignment(EncoderOnly(OracleSlots(order)), shapes20)
+    assert clean["matched_r2"] > 0.99
+    assert clean["assignment"] == [order.index(i) for i in range(5)]
+    r2 = np.array(clean["r2"])
+    assert r2.shape == (5, 5) and (r2[np.arange(5), clean["assignment"]] > 0.99).all()
+    mixed = slot_alignment(EncoderOnly(OracleSlots(order, mix=0.8)), shapes20)
+    assert mixed["matched_r2"] < clean["matched_r2"] - 0.1
+
+
+def test_slot_alignment_refuses_what_it_cannot_judge(shapes20, tmp_path):
+    with pytest.raises(DataError, match="slot latents"):
+        slot_alignment(flat_model(), shapes20)
+    from worldssl.data import CollectSpec, collect
+
+    out = tmp_path / "maze"
+    collect(CollectSpec("worldssl/Maze-v0", {}, str(out), episodes=3, seed=0, max_episode_steps=3), progress=False)
+    with pytest.raises(DataError, match="per-object state"):
+        slot_alignment(slot_model(decoder=False), EpisodeDataset(out))

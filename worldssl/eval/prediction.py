@@ -4,11 +4,15 @@ Pixel error and prediction grids need a generative model (one with a decoder): `
 out ``k`` steps with the logged actions and decoded, and the result is compared with the true ``obs[k]``.
 Object maps need C-SWM's slot encoder. Probes regress the true state from ``encode(obs)`` (flattened) on
 held-out episodes, next to a random-init twin and raw pixels, as :mod:`worldssl.eval.probe` does for encoders.
+Slot alignment asks whether each slot of a slot model carries one object: the R^2 of each object's true
+coordinates from each single slot, and the mean R^2 under the best one-to-one object-slot matching.
 Figures are PNGs, written atomically.
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -177,6 +181,85 @@ def probe_latents(model: torch.nn.Module, dataset, max_frames: int | None = 2000
         results.append(probe_features(name, feats, states, ep))
     results.append(probe_features("pixels 16x16", downsampled_pixels(dataset, ep, t), states, ep))
     return results
+
+
+def object_state_groups(names: Sequence[str]) -> list[list[int]]:
+    """State dimensions grouped per object, from names ``obj<i>_<coordinate>`` (empty when there are none)."""
+    groups: dict[int, list[int]] = {}
+    for j, name in enumerate(names):
+        match = re.fullmatch(r"obj(\d+)_\w+", str(name))
+        if match:
+            groups.setdefault(int(match.group(1)), []).append(j)
+    return [groups[i] for i in sorted(groups)]
+
+
+def _held_out_r2(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> float:
+    """Mean over ``y``'s columns of the held-out R^2 of a least-squares fit ``y ~ x + 1`` (fit on ``~test``)."""
+    xa = np.c_[x, np.ones(len(x))].astype(np.float64)
+    coef, *_ = np.linalg.lstsq(xa[~test], y[~test].astype(np.float64), rcond=None)
+    resid = ((xa[test] @ coef - y[test]) ** 2).sum(0)
+    total = ((y[test] - y[test].mean(0)) ** 2).sum(0)
+    varies = total > 1e-9  # a coordinate constant over the held-out frames has no R^2
+    return float(np.mean(1.0 - resid[varies] / total[varies])) if varies.any() else 0.0
+
+
+def best_matching(matrix: np.ndarray) -> tuple[list[int], float]:
+    """The one-to-one assignment of rows (objects) to columns (slots) with the largest summed score, and the
+    mean matched score: exhaustive for up to 8 rows, greedy (best pair first) beyond."""
+    rows, cols = matrix.shape
+    if rows > cols:
+        raise ValueError(f"cannot match {rows} objects to {cols} slots one-to-one")
+    if rows <= 8:
+        best = max(itertools.permutations(range(cols), rows), key=lambda p: matrix[range(rows), p].sum())
+        assign = list(best)
+    else:
+        assign, free, left = [-1] * rows, set(range(cols)), set(range(rows))
+        while left:
+            i, k = max(((i, k) for i in left for k in free), key=lambda ik: matrix[ik])
+            assign[i] = k
+            left.discard(i)
+            free.discard(k)
+    return assign, float(np.mean([matrix[i, k] for i, k in enumerate(assign)]))
+
+
+@torch.no_grad()
+def slot_alignment(model: torch.nn.Module, dataset, max_frames: int | None = 2000, device: str | torch.device = "cpu",
+                   seed: int = 0, test_fraction: float = 0.2) -> dict[str, object]:
+    """Does each slot carry one object? For slot latents ``(B, K, D)`` and states named ``obj<i>_*``.
+
+    Returns ``r2`` (objects x slots: held-out R^2 of object ``i``'s coordinates from slot ``k`` alone, by
+    least squares on the first episodes, scored on the last ``test_fraction``), ``assignment`` (the slot
+    matched to each object) and ``matched_r2`` (mean R^2 under that matching: 1 when every object has a
+    slot of its own, low when objects are spread over slots).
+
+    Raises:
+        DataError: no true states, no ``obj<i>_*`` state names, fewer than 3 episodes, or latents that are
+            not ``(B, K, D)`` with at least as many slots as objects.
+    """
+    names = list(dataset.manifest.get("state_names") or [])
+    groups = object_state_groups(names)
+    if not groups:
+        raise DataError(f"dataset {dataset.root} names no per-object state (obj<i>_<coordinate>); "
+                        f"slot alignment needs it")
+    _check_shape(model, dataset)
+    shape = tuple(getattr(model.encoder, "out_shape", ()))
+    if len(shape) != 2 or shape[0] < len(groups):
+        raise DataError(f"slot alignment needs slot latents (B, K, D) with K >= {len(groups)} objects, "
+                        f"got latents {shape}")
+    ep, t, states = dataset_frames(dataset, max_frames, seed)
+    episodes = np.unique(ep)
+    if len(episodes) < 3:
+        raise DataError(f"slot alignment needs at least 3 episodes, got {len(episodes)}")
+    test = np.isin(ep, episodes[-max(1, int(round(len(episodes) * test_fraction))):])
+    was_training = model.training
+    model.eval()
+    try:
+        z = encode_frames(model.encode, dataset, ep, t, device=device).reshape(len(ep), *shape)
+    finally:
+        model.train(was_training)
+    r2 = np.array([[_held_out_r2(z[:, k], states[:, g], test) for k in range(z.shape[1])] for g in groups])
+    assignment, matched = best_matching(r2)
+    return {"r2": r2.round(4).tolist(), "assignment": assignment, "matched_r2": matched}
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -173,7 +173,7 @@ def _probe(model: Any, spec: dict[str, Any], ds: Any, frames: int, device: Any, 
            quiet: bool) -> dict[str, float]:
     import torch
 
-    from worldssl.eval.prediction import probe_latents
+    from worldssl.eval.prediction import object_state_groups, probe_latents, slot_alignment
     from worldssl.eval.probe import format_results
     from worldssl.worldmodels.train import build_from_spec
 
@@ -182,11 +182,19 @@ def _probe(model: Any, spec: dict[str, Any], ds: Any, frames: int, device: Any, 
     results = probe_latents(model, ds, max_frames=frames, device=device, seed=seed, baseline=twin.to(device))
     if not quiet:
         print(format_results(results))
-    out = {}
+    out: dict[str, Any] = {}
     for r in results:
         name = r.name.replace(" ", "_")
         out[f"probe/{name}/ridge_r2"] = r.r2_ridge
         out[f"probe/{name}/knn_r2"] = r.r2_knn
+    if getattr(model.encoder, "kind", None) == "slots" and object_state_groups(ds.manifest.get("state_names") or []):
+        align = slot_alignment(model, ds, max_frames=frames, device=device, seed=seed)
+        out["probe/slots/matched_r2"] = align["matched_r2"]
+        out["probe/slots/assignment"] = align["assignment"]
+        out["probe/slots/r2"] = align["r2"]
+        if not quiet:
+            print(f"slot alignment: mean R^2 of each object's coordinates from its matched slot "
+                  f"{align['matched_r2']:.3f} (object -> slot {align['assignment']})")
     return out
 
 
