@@ -19,7 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldssl.eval.probe import ProbeResult, dataset_frames, downsampled_pixels, encode_frames, probe_features
+from worldssl.eval.probe import (
+    ProbeResult,
+    dataset_frames,
+    downsampled_pixels,
+    encode_frames,
+    probe_features,
+    r2_per_dim,
+    ridge_fit,
+)
 from worldssl.eval.ranking import pad_actions, rollouts
 from worldssl.runtime.errors import DataError
 
@@ -194,13 +202,12 @@ def object_state_groups(names: Sequence[str]) -> list[list[int]]:
 
 
 def _held_out_r2(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> float:
-    """Mean over ``y``'s columns of the held-out R^2 of a least-squares fit ``y ~ x + 1`` (fit on ``~test``)."""
-    xa = np.c_[x, np.ones(len(x))].astype(np.float64)
-    coef, *_ = np.linalg.lstsq(xa[~test], y[~test].astype(np.float64), rcond=None)
-    resid = ((xa[test] @ coef - y[test]) ** 2).sum(0)
-    total = ((y[test] - y[test].mean(0)) ** 2).sum(0)
-    varies = total > 1e-9  # a coordinate constant over the held-out frames has no R^2
-    return float(np.mean(1.0 - resid[varies] / total[varies])) if varies.any() else 0.0
+    """Mean over ``y``'s columns of the held-out R^2 of a least-squares fit ``y ~ x + 1`` (fit on ``~test``;
+    a vanishing ridge keeps a constant slot coordinate from making it singular). Columns constant over the
+    held-out frames have no R^2; 0 when none varies."""
+    w, b = ridge_fit(x[~test], y[~test], 1e-6)
+    r2 = r2_per_dim(y[test].astype(np.float64), x[test] @ w + b)
+    return float(np.nanmean(r2)) if np.isfinite(r2).any() else 0.0
 
 
 def best_matching(matrix: np.ndarray) -> tuple[list[int], float]:

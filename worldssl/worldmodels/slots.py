@@ -12,7 +12,7 @@ Extractors (``hidden`` channels, ``hidden_dim // 16`` = 32 by default, ``K`` = `
   full resolution.
 
 Initialisation (``init``): ``"torch"`` keeps PyTorch's default (Kaiming-uniform with ``a = sqrt(5)``);
-``"xavier"`` is the released C-SWM code's: Glorot-uniform weights and zero biases on every extractor conv,
+``"xavier"`` is the released C-SWM code's: Glorot-uniform weights and zero biases on every extractor conv.
 For the large extractor the bounds are 0.7x the default's on the first conv and 1.7x (hidden convs) to 2.3x
 (the last conv) on the others.
 
