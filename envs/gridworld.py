@@ -172,60 +172,109 @@ class ShapesEnv(_GridWorld):
 # ------------------------------------------------------------------------------------------------------
 # 3D Cubes
 # ------------------------------------------------------------------------------------------------------
-#: Camera pitch below the horizon (degrees), distance factor and block edge, in cells.
-CUBES_CAMERA_PITCH = 55.0
-CUBES_CAMERA_DISTANCE = 1.75  # times grid_size, from the board centre
-CUBES_BLOCK = 0.8
+#: The named matplotlib colours C-SWM's Cubes frames use, in its object order (purple, green, orange, blue,
+#: brown), then four more named colours (red, cyan, pink, olive) so up to 9 objects stay distinct.
+CSWM_CUBE_RGB = np.array([
+    (128, 0, 128), (0, 128, 0), (255, 165, 0), (0, 0, 255), (165, 42, 42),
+    (255, 0, 0), (0, 255, 255), (255, 192, 203), (128, 128, 0),
+], dtype=np.uint8)
 
-#: Looks of the Cubes board: ``checker`` (the default: a checkered board, blocks of 0.8 cells) and ``plain``
-#: (closer to C-SWM's matplotlib frames: an untextured board, blocks of 0.9 cells, the camera closer so the
-#: blocks cover more pixels). Each entry: (checker texture, block edge, camera distance factor).
-CUBES_STYLES = {"checker": (True, CUBES_BLOCK, CUBES_CAMERA_DISTANCE), "plain": (False, 0.9, 1.6)}
+#: Looks of the Cubes board. Each entry: ``palette`` (``set1`` as Shapes, or ``cswm``), ``checker`` (a
+#: checkered board), ``walls`` (white walls on the two far sides and a white sky, as matplotlib's 3D axes
+#: panes), ``board`` (its RGB when not checkered), ``block`` (edge, in cells), ``elevation`` / ``azimuth`` (degrees; the camera looks at the board
+#: centre from that direction, azimuth -90 is straight down the rows), ``distance`` (times ``grid_size``),
+#: ``aim`` (how far above the board centre, in cells, the camera is lifted, which moves the board down in
+#: the frame), ``fovy`` and the ``headlight`` (ambient, diffuse) / ``sun`` intensities and the sun's
+#: direction ``sun_dir``, and the blocks' ``specular``.
+#:
+#: - ``checker`` (the default): a checkered board under a steep camera, 0.8-cell blocks in Set1 colours.
+#: - ``plain``: an untextured board, 0.9-cell blocks, the camera closer.
+#: - ``cswm``: closest to C-SWM's matplotlib frames: its five colours, fully saturated under brighter light,
+#:   0.94-cell blocks on a grey floor with white walls behind, seen from 30 degrees up and 60 degrees round,
+#:   as matplotlib's default 3D view.
+CUBES_STYLES: dict[str, dict[str, Any]] = {
+    "checker": dict(palette="set1", checker=True, board="", walls=False, block=0.8, specular=0.1,
+                    elevation=55.0, azimuth=-90.0, distance=1.75, aim=0.0, fovy=40.0,
+                    headlight=(0.35, 0.35), sun=0.55, sun_dir="0.3 0.5 -1"),
+    "plain": dict(palette="set1", checker=False, board="0.46 0.46 0.48", walls=False, block=0.9, specular=0.1,
+                  elevation=55.0, azimuth=-90.0, distance=1.6, aim=0.0, fovy=40.0,
+                  headlight=(0.35, 0.35), sun=0.55, sun_dir="0.3 0.5 -1"),
+    "cswm": dict(palette="cswm", checker=False, board="0.5 0.5 0.5", walls=True, block=0.94, specular=0.0,
+                 elevation=30.0, azimuth=-60.0, distance=2.6, aim=0.4, fovy=32.0,
+                 headlight=(0.45, 0.45), sun=0.35, sun_dir="-0.4 0.3 -1"),
+}
+#: Kept for the default look: camera pitch below the horizon (degrees), distance factor and block edge.
+CUBES_CAMERA_PITCH = CUBES_STYLES["checker"]["elevation"]
+CUBES_CAMERA_DISTANCE = CUBES_STYLES["checker"]["distance"]
+CUBES_BLOCK = CUBES_STYLES["checker"]["block"]
+
+
+def cubes_palette(style: str, num_objects: int) -> np.ndarray:
+    """The ``(num_objects, 3)`` uint8 block colours of a Cubes ``style``."""
+    _check_style(style)
+    palette = SET1_RGB if CUBES_STYLES[style]["palette"] == "set1" else CSWM_CUBE_RGB
+    return palette[:num_objects].copy()
+
+
+def _check_style(style: str) -> None:
+    if style not in CUBES_STYLES:
+        raise ValueError(f"style must be one of {', '.join(CUBES_STYLES)}, got {style!r}")
 
 
 def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray, style: str = "checker") -> str:
     """MJCF for a grey board of ``grid_size``^2 unit cells, one mocap box per row of ``colors`` (K, 3), a camera.
 
     Shadows are off on every light and nothing is reflective: on Mesa's software EGL those two cost most of
-    the frame time (MACHINE.md). In the ``checker`` style a checker texture (2x2 squares per repeat) marks
-    the cells; see :data:`CUBES_STYLES`.
+    the frame time (MACHINE.md). See :data:`CUBES_STYLES` for what each style changes.
     """
-    if style not in CUBES_STYLES:
-        raise ValueError(f"style must be one of {', '.join(CUBES_STYLES)}, got {style!r}")
-    checker, block, distance = CUBES_STYLES[style]
+    _check_style(style)
+    st = CUBES_STYLES[style]
     half = grid_size / 2
-    pitch = np.deg2rad(CUBES_CAMERA_PITCH)
-    dist = distance * grid_size
-    cam_pos = (0.0, -dist * np.cos(pitch), dist * np.sin(pitch))
-    cam_y = (0.0, np.sin(pitch), np.cos(pitch))  # camera up; the camera looks along -z = (0, cos, -sin)
-    h = block / 2
-    board = (f'<material name="board" texture="cells" texrepeat="{half} {half}" reflectance="0"/>' if checker
-             else '<material name="board" rgba="0.46 0.46 0.48 1" reflectance="0"/>')
+    elev, azim = np.deg2rad(st["elevation"]), np.deg2rad(st["azimuth"])
+    forward = -np.array([np.cos(elev) * np.cos(azim), np.cos(elev) * np.sin(azim), np.sin(elev)])
+    cam_pos = -forward * st["distance"] * grid_size + np.array([0.0, 0.0, st["aim"]])
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)  # the camera looks along -(right x up) = forward
+    h = st["block"] / 2
+    board = (f'<material name="board" texture="cells" texrepeat="{half} {half}" reflectance="0"/>'
+             if st["checker"] else
+             f'<material name="board" rgba="{st["board"]} 1" reflectance="0"/>')
+    walls = (f'    <geom name="wall_x" type="box" size="0.05 {half} {half}" pos="{-half - 0.05} 0 {half - 0.1}" '
+             f'rgba="1 1 1 1"/>\n'
+             f'    <geom name="wall_y" type="box" size="{half} 0.05 {half}" pos="0 {half + 0.05} {half - 0.1}" '
+             f'rgba="1 1 1 1"/>' if st["walls"] else "")
+    sky = ('<texture name="sky" type="skybox" builtin="flat" rgb1="1 1 1" rgb2="1 1 1" width="8" height="8"/>'
+           if st["walls"] else "")
+    amb, diff = st["headlight"]
     blocks = "\n".join(
         f'    <body name="obj{i}" mocap="true" pos="0 0 {h}">'
         f'<geom type="box" size="{h} {h} {h}" rgba="{r / 255:.4f} {g / 255:.4f} {b / 255:.4f} 1" '
         f'material="block"/></body>'
         for i, (r, g, b) in enumerate(colors.tolist())
     )
+    vec = " ".join
     return f"""
 <mujoco model="cubes">
   <visual>
     <global offwidth="{image_size}" offheight="{image_size}"/>
-    <headlight ambient="0.35 0.35 0.35" diffuse="0.35 0.35 0.35" specular="0 0 0"/>
+    <headlight ambient="{amb} {amb} {amb}" diffuse="{diff} {diff} {diff}" specular="0 0 0"/>
     <quality shadowsize="0"/>
   </visual>
   <asset>
+    {sky}
     <texture name="cells" type="2d" builtin="checker" rgb1="0.50 0.50 0.52" rgb2="0.42 0.42 0.44"
              width="32" height="32"/>
     {board}
-    <material name="block" specular="0.1" shininess="0.1" reflectance="0"/>
+    <material name="block" specular="{st["specular"]}" shininess="0.1" reflectance="0"/>
   </asset>
   <worldbody>
-    <light directional="true" castshadow="false" pos="0 0 10" dir="0.3 0.5 -1" diffuse="0.55 0.55 0.55"
-           specular="0 0 0"/>
+    <light directional="true" castshadow="false" pos="0 0 10" dir="{st["sun_dir"]}"
+           diffuse="{st["sun"]} {st["sun"]} {st["sun"]}" specular="0 0 0"/>
     <geom name="board" type="box" size="{half} {half} 0.05" pos="0 0 -0.05" material="board"/>
-    <camera name="view" pos="{cam_pos[0]:.4f} {cam_pos[1]:.4f} {cam_pos[2]:.4f}"
-            xyaxes="1 0 0 {cam_y[0]:.4f} {cam_y[1]:.4f} {cam_y[2]:.4f}" fovy="40"/>
+{walls}
+    <camera name="view" pos="{vec(f'{v:.4f}' for v in cam_pos)}"
+            xyaxes="{vec(f'{v:.4f}' for v in right)} {vec(f'{v:.4f}' for v in up)}" fovy="{st["fovy"]}"/>
 {blocks}
   </worldbody>
 </mujoco>
@@ -237,7 +286,8 @@ class CubesEnv(_GridWorld):
 
     Row 0 is the far edge of the board and column 0 the left edge, so "up" moves a block away from the
     camera. Blocks are mocap bodies: a move sets their positions and runs kinematics, no physics stepping.
-    ``style`` picks the look (:data:`CUBES_STYLES`): ``checker`` (default) or ``plain``.
+    ``style`` picks the look (:data:`CUBES_STYLES`): ``checker`` (default), ``plain`` or ``cswm``; ``cswm``
+    also takes C-SWM's block colours (:data:`CSWM_CUBE_RGB`), the others Set1's as Shapes.
     """
 
     def __init__(self, num_objects: int = 5, grid_size: int = 5, image_size: int = 50,
@@ -246,6 +296,8 @@ class CubesEnv(_GridWorld):
         import mujoco
 
         self._mujoco = mujoco
+        self.style = style
+        self.colors = cubes_palette(style, self.num_objects)
         self.model = mujoco.MjModel.from_xml_string(
             cubes_mjcf(self.grid_size, self.image_size, self.colors, style))
         self.data = mujoco.MjData(self.model)
@@ -271,4 +323,4 @@ class CubesEnv(_GridWorld):
         super().close()
 
 
-__all__ = ["CUBES_STYLES", "CubesEnv", "DIRECTIONS", "SET1_RGB", "SHAPE_NAMES", "ShapesEnv", "cubes_mjcf", "shape_mask"]
+__all__ = ["CSWM_CUBE_RGB", "CUBES_STYLES", "CubesEnv", "DIRECTIONS", "SET1_RGB", "SHAPE_NAMES", "ShapesEnv", "cubes_mjcf", "cubes_palette", "shape_mask"]

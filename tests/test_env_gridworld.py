@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
-from envs.gridworld import SET1_RGB, CubesEnv, ShapesEnv, shape_mask
+from envs.gridworld import CSWM_CUBE_RGB, CUBES_STYLES, SET1_RGB, CubesEnv, ShapesEnv, shape_mask
 
 IDS = ["worldssl/Shapes-v0", "worldssl/Cubes-v0"]
 CLASSES = [ShapesEnv, CubesEnv]
@@ -232,7 +232,7 @@ def test_shapes_moving_an_object_moves_its_pixels():
 
 
 # -- Cubes rendering ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("style", ["checker", "plain"])
+@pytest.mark.parametrize("style", CUBES_STYLES)
 def test_cubes_frames_follow_the_blocks(style):
     env = CubesEnv(style=style)
     env.reset(seed=0)
@@ -249,31 +249,32 @@ def test_cubes_frames_follow_the_blocks(style):
     env.close()
 
 
-@pytest.mark.parametrize("style", ["checker", "plain"])
+@pytest.mark.parametrize("style", CUBES_STYLES)
 def test_cubes_shows_every_block_colour_and_only_those(style):
     env = CubesEnv(num_objects=3, style=style)
     env.reset(seed=0)
     for placement in (CORNERS[:3], np.array([[2, 2], [1, 1], [3, 4]])):
         frame = env.set_positions(placement).transpose(1, 2, 0)
+        palette = CubesEnv(num_objects=5, style=style).colors  # objects 3 and 4 are not on the board
         for i in range(3):
-            assert color_pixels(frame, SET1_RGB[i]) >= 10, f"block {i}'s colour is missing"
-        for i in (3, 4):  # purple and orange are not on the board
-            assert color_pixels(frame, SET1_RGB[i]) == 0
+            assert color_pixels(frame, palette[i]) >= 10, f"block {i}'s colour is missing"
+        for i in (3, 4):
+            assert color_pixels(frame, palette[i]) == 0
     env.close()
 
 
-@pytest.mark.parametrize("style", ["checker", "plain"])
+@pytest.mark.parametrize("style", CUBES_STYLES)
 def test_cubes_block_pixels_move_with_the_block(style):
     env = CubesEnv(style=style)
     env.reset(seed=0)
     before = env.set_positions(CORNERS)
-    after, *_ = env.step(act(4, LEFT))
+    after, *_ = env.step(act(4, RIGHT))  # (in cswm's corner view, moving left would hide part of block 0)
     changed = (before != after).any(axis=0)
     # most changed pixels are the moved block's (orange) or the board it uncovered / covered
     moved_color = np.concatenate([before.transpose(1, 2, 0)[changed], after.transpose(1, 2, 0)[changed]])
-    assert color_pixels(moved_color, SET1_RGB[4]) >= 10
+    assert color_pixels(moved_color, env.colors[4]) >= 10
     for i in range(4):
-        assert color_pixels(moved_color, SET1_RGB[i]) == 0
+        assert color_pixels(moved_color, env.colors[i]) == 0
     env.close()
 
 
@@ -288,6 +289,17 @@ def test_cubes_styles_differ_and_a_bad_style_is_refused():
         CubesEnv(style="wood")
     checker.close()
     plain.close()
+
+
+def test_cubes_cswm_style_has_cswm_colours_and_white_walls():
+    env = CubesEnv(style="cswm")
+    np.testing.assert_array_equal(env.colors, CSWM_CUBE_RGB[:5])
+    np.testing.assert_array_equal(CubesEnv().colors, SET1_RGB[:5])  # the other styles keep Set1
+    frame = env.set_positions(CORNERS).transpose(1, 2, 0)
+    assert color_pixels(frame, np.array([255, 255, 255]), tol=60) > 200  # walls and sky, as matplotlib's panes
+    assert color_pixels(frame, np.array([0, 0, 0]), tol=30) == 0  # no black background anywhere
+    assert not np.array_equal(frame, CubesEnv(style="plain").set_positions(CORNERS).transpose(1, 2, 0))
+    env.close()
 
 
 # -- time limits --------------------------------------------------------------------------------------
