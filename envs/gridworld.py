@@ -179,13 +179,13 @@ CSWM_CUBE_RGB = np.array([
     (255, 0, 0), (0, 255, 255), (255, 192, 203), (128, 128, 0),
 ], dtype=np.uint8)
 
-#: Looks of the Cubes board. Each entry: ``palette`` (``set1`` as Shapes, or ``cswm``), ``checker`` (a
-#: checkered board), ``walls`` (white walls on the two far sides and a white sky, as matplotlib's 3D axes
-#: panes), ``board`` (its RGB when not checkered), ``block`` (edge, in cells), ``elevation`` / ``azimuth`` (degrees; the camera looks at the board
-#: centre from that direction, azimuth -90 is straight down the rows), ``distance`` (times ``grid_size``),
-#: ``aim`` (how far above the board centre, in cells, the camera is lifted, which moves the board down in
-#: the frame), ``fovy`` and the ``headlight`` (ambient, diffuse) / ``sun`` intensities and the sun's
-#: direction ``sun_dir``, and the blocks' ``specular``.
+#: Looks of the Cubes board. Each entry: ``palette`` (``set1`` as Shapes, or ``cswm``), ``board``
+#: (``"checker"`` for a checkered texture, else the board's RGB), ``walls`` (white walls on the two far sides
+#: and a white sky, as matplotlib's 3D axes panes), ``block`` (edge, in cells) and its ``specular``,
+#: ``elevation`` / ``azimuth`` (degrees; the camera looks at the board centre from that direction, azimuth
+#: -90 is straight down the rows), ``distance`` (times ``grid_size``), ``aim`` (how far the camera is lifted,
+#: in cells, which moves the board down in the frame), ``fovy``, the ``headlight`` (ambient, diffuse) and
+#: ``sun`` intensities and the sun's direction ``sun_dir``.
 #:
 #: - ``checker`` (the default): a checkered board under a steep camera, 0.8-cell blocks in Set1 colours.
 #: - ``plain``: an untextured board, 0.9-cell blocks, the camera closer.
@@ -193,20 +193,16 @@ CSWM_CUBE_RGB = np.array([
 #:   0.94-cell blocks on a grey floor with white walls behind, seen from 30 degrees up and 60 degrees round,
 #:   as matplotlib's default 3D view.
 CUBES_STYLES: dict[str, dict[str, Any]] = {
-    "checker": dict(palette="set1", checker=True, board="", walls=False, block=0.8, specular=0.1,
+    "checker": dict(palette="set1", board="checker", walls=False, block=0.8, specular=0.1,
                     elevation=55.0, azimuth=-90.0, distance=1.75, aim=0.0, fovy=40.0,
                     headlight=(0.35, 0.35), sun=0.55, sun_dir="0.3 0.5 -1"),
-    "plain": dict(palette="set1", checker=False, board="0.46 0.46 0.48", walls=False, block=0.9, specular=0.1,
+    "plain": dict(palette="set1", board="0.46 0.46 0.48", walls=False, block=0.9, specular=0.1,
                   elevation=55.0, azimuth=-90.0, distance=1.6, aim=0.0, fovy=40.0,
                   headlight=(0.35, 0.35), sun=0.55, sun_dir="0.3 0.5 -1"),
-    "cswm": dict(palette="cswm", checker=False, board="0.5 0.5 0.5", walls=True, block=0.94, specular=0.0,
+    "cswm": dict(palette="cswm", board="0.5 0.5 0.5", walls=True, block=0.94, specular=0.0,
                  elevation=30.0, azimuth=-60.0, distance=2.6, aim=0.4, fovy=32.0,
                  headlight=(0.45, 0.45), sun=0.35, sun_dir="-0.4 0.3 -1"),
 }
-#: Kept for the default look: camera pitch below the horizon (degrees), distance factor and block edge.
-CUBES_CAMERA_PITCH = CUBES_STYLES["checker"]["elevation"]
-CUBES_CAMERA_DISTANCE = CUBES_STYLES["checker"]["distance"]
-CUBES_BLOCK = CUBES_STYLES["checker"]["block"]
 
 
 def cubes_palette(style: str, num_objects: int) -> np.ndarray:
@@ -238,7 +234,7 @@ def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray, style: str =
     up = np.cross(right, forward)  # the camera looks along -(right x up) = forward
     h = st["block"] / 2
     board = (f'<material name="board" texture="cells" texrepeat="{half} {half}" reflectance="0"/>'
-             if st["checker"] else
+             if st["board"] == "checker" else
              f'<material name="board" rgba="{st["board"]} 1" reflectance="0"/>')
     walls = (f'    <geom name="wall_x" type="box" size="0.05 {half} {half}" pos="{-half - 0.05} 0 {half - 0.1}" '
              f'rgba="1 1 1 1"/>\n'
@@ -296,7 +292,6 @@ class CubesEnv(_GridWorld):
         import mujoco
 
         self._mujoco = mujoco
-        self.style = style
         self.colors = cubes_palette(style, self.num_objects)
         self.model = mujoco.MjModel.from_xml_string(
             cubes_mjcf(self.grid_size, self.image_size, self.colors, style))
