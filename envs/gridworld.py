@@ -187,11 +187,13 @@ CSWM_CUBE_RGB = np.array([
 #: in cells, which moves the board down in the frame), ``fovy``, the ``headlight`` (ambient, diffuse) and
 #: ``sun`` intensities and the sun's direction ``sun_dir``.
 #:
-#: - ``checker`` (the default): a checkered board under a steep camera, 0.8-cell blocks in Set1 colours.
+#: - ``cswm`` (the default, ``worldssl/Cubes-v1``): closest to C-SWM's matplotlib frames: its five colours,
+#:   fully saturated under brighter light, 0.94-cell blocks on a grey floor with white walls behind, seen
+#:   from 30 degrees up and 60 degrees round, as matplotlib's default 3D view. C-SWM's slots separate the
+#:   cubes on these frames and not on the other two (README, "Reproducing C-SWM").
+#: - ``checker`` (``worldssl/Cubes-v0``): a checkered board under a steep camera, 0.8-cell blocks in Set1
+#:   colours.
 #: - ``plain``: an untextured board, 0.9-cell blocks, the camera closer.
-#: - ``cswm``: closest to C-SWM's matplotlib frames: its five colours, fully saturated under brighter light,
-#:   0.94-cell blocks on a grey floor with white walls behind, seen from 30 degrees up and 60 degrees round,
-#:   as matplotlib's default 3D view.
 CUBES_STYLES: dict[str, dict[str, Any]] = {
     "checker": dict(palette="set1", board="checker", walls=False, block=0.8, specular=0.1,
                     elevation=55.0, azimuth=-90.0, distance=1.75, aim=0.0, fovy=40.0,
@@ -217,7 +219,7 @@ def _check_style(style: str) -> None:
         raise ValueError(f"style must be one of {', '.join(CUBES_STYLES)}, got {style!r}")
 
 
-def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray, style: str = "checker") -> str:
+def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray, style: str = "cswm") -> str:
     """MJCF for a grey board of ``grid_size``^2 unit cells, one mocap box per row of ``colors`` (K, 3), a camera.
 
     Shadows are off on every light and nothing is reflective: on Mesa's software EGL those two cost most of
@@ -282,12 +284,13 @@ class CubesEnv(_GridWorld):
 
     Row 0 is the far edge of the board and column 0 the left edge, so "up" moves a block away from the
     camera. Blocks are mocap bodies: a move sets their positions and runs kinematics, no physics stepping.
-    ``style`` picks the look (:data:`CUBES_STYLES`): ``checker`` (default), ``plain`` or ``cswm``; ``cswm``
-    also takes C-SWM's block colours (:data:`CSWM_CUBE_RGB`), the others Set1's as Shapes.
+    ``style`` picks the look (:data:`CUBES_STYLES`): ``cswm`` (default; ``worldssl/Cubes-v1``), ``checker``
+    (``worldssl/Cubes-v0``) or ``plain``; ``cswm`` also takes C-SWM's block colours (:data:`CSWM_CUBE_RGB`),
+    the others Set1's as Shapes.
     """
 
     def __init__(self, num_objects: int = 5, grid_size: int = 5, image_size: int = 50,
-                 render_mode: str | None = None, style: str = "checker"):
+                 render_mode: str | None = None, style: str = "cswm"):
         super().__init__(num_objects, grid_size, image_size, render_mode)
         import mujoco
 

@@ -57,9 +57,12 @@ _add(EnvInfo("worldssl/Maze-v0", "envs.maze:MazeEnv",
 _add(EnvInfo("worldssl/Shapes-v0", "envs.gridworld:ShapesEnv",
              "C-SWM 2D Shapes: 5 objects on a 5x5 grid, 20 push actions, 50x50 RGB.",
              {}, frame_stack=1, max_episode_steps=100))
+_add(EnvInfo("worldssl/Cubes-v1", "envs.gridworld:CubesEnv",
+             "C-SWM 3D Cubes: the Shapes grid as coloured MuJoCo blocks in matplotlib's default 3D view, 50x50 RGB.",
+             {"style": "cswm"}, frame_stack=1, max_episode_steps=100))
 _add(EnvInfo("worldssl/Cubes-v0", "envs.gridworld:CubesEnv",
-             "C-SWM 3D Cubes: the Shapes grid as lit MuJoCo blocks under a perspective camera, 50x50 RGB.",
-             {}, frame_stack=1, max_episode_steps=100))
+             "C-SWM 3D Cubes, first look (kept for its datasets): Set1 blocks on a checkered board, steep camera.",
+             {"style": "checker"}, frame_stack=1, max_episode_steps=100))
 _add(EnvInfo("worldssl/MiniWorld-v0", "envs.miniworld_adapter:MiniWorldEnv",
              "Farama MiniWorld first-person 3D navigation (optional extra: pip install worldssl[miniworld]).",
              {"name": "MiniWorld-OneRoom-v0"}, frame_stack=1))

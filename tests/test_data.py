@@ -136,7 +136,7 @@ def test_parallel_workers_write_the_same_data(shapes_dataset, tmp_path):
 
 def test_collect_refuses_another_env_or_a_foreign_directory(shapes_dataset, tmp_path):
     with pytest.raises(DataError, match="env_id='worldssl/Shapes-v0'"):
-        collect(CollectSpec("worldssl/Cubes-v0", {}, str(shapes_dataset), episodes=7, seed=3, max_episode_steps=12),
+        collect(CollectSpec("worldssl/Cubes-v1", {}, str(shapes_dataset), episodes=7, seed=3, max_episode_steps=12),
                 progress=False)
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(DataError, match="not a worldssl dataset"):
@@ -150,8 +150,8 @@ def test_reader_errors_name_the_problem(shapes_dataset, tmp_path):
         EpisodeDataset(tmp_path / "missing")
     with pytest.raises(DataError, match="not a worldssl dataset"):
         EpisodeDataset(tmp_path)
-    with pytest.raises(DataError, match="collected from worldssl/Shapes-v0, not worldssl/Cubes-v0"):
-        EpisodeDataset(shapes_dataset, expect_env="worldssl/Cubes-v0")
+    with pytest.raises(DataError, match="collected from worldssl/Shapes-v0, not worldssl/Cubes-v1"):
+        EpisodeDataset(shapes_dataset, expect_env="worldssl/Cubes-v1")
 
 
 def test_corrupt_episode_is_named_and_skipped_only_on_request(shapes_dataset, tmp_path):

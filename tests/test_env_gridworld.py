@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from envs.gridworld import CSWM_CUBE_RGB, CUBES_STYLES, SET1_RGB, CubesEnv, ShapesEnv, shape_mask
 
-IDS = ["worldssl/Shapes-v0", "worldssl/Cubes-v0"]
+IDS = ["worldssl/Shapes-v0", "worldssl/Cubes-v1", "worldssl/Cubes-v0"]
 CLASSES = [ShapesEnv, CubesEnv]
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
 
@@ -279,7 +279,7 @@ def test_cubes_block_pixels_move_with_the_block(style):
 
 
 def test_cubes_styles_differ_and_a_bad_style_is_refused():
-    checker, plain = CubesEnv(), CubesEnv(style="plain")
+    checker, plain = CubesEnv(style="checker"), CubesEnv(style="plain")
     a, b = checker.set_positions(CORNERS), plain.set_positions(CORNERS)
     assert not np.array_equal(a, b)
     board = b[:, 25:, 25].T  # a column of the plain board below the centre block: untextured, one grey
@@ -294,12 +294,26 @@ def test_cubes_styles_differ_and_a_bad_style_is_refused():
 def test_cubes_cswm_style_has_cswm_colours_and_white_walls():
     env = CubesEnv(style="cswm")
     np.testing.assert_array_equal(env.colors, CSWM_CUBE_RGB[:5])
-    np.testing.assert_array_equal(CubesEnv().colors, SET1_RGB[:5])  # the other styles keep Set1
+    for style in ("checker", "plain"):  # the other styles keep Set1
+        np.testing.assert_array_equal(CubesEnv(style=style).colors, SET1_RGB[:5])
     frame = env.set_positions(CORNERS).transpose(1, 2, 0)
     assert color_pixels(frame, np.array([255, 255, 255]), tol=60) > 200  # walls and sky, as matplotlib's panes
     assert color_pixels(frame, np.array([0, 0, 0]), tol=30) == 0  # no black background anywhere
     assert not np.array_equal(frame, CubesEnv(style="plain").set_positions(CORNERS).transpose(1, 2, 0))
     env.close()
+
+
+def test_cubes_versions_pin_their_look():
+    """v1 (and the class default) draws the cswm look; v0 keeps the checker look its datasets were made with."""
+    frames = {}
+    for key, env in [("v1", envs.make("worldssl/Cubes-v1")), ("v0", envs.make("worldssl/Cubes-v0")),
+                     ("default", CubesEnv()), ("cswm", CubesEnv(style="cswm")), ("checker", CubesEnv(style="checker")),
+                     ("v0 as cswm", envs.make("worldssl/Cubes-v0", style="cswm"))]:
+        frames[key] = env.reset(seed=3)[0]
+        env.close()
+    for a, b in [("v1", "cswm"), ("default", "cswm"), ("v0", "checker"), ("v0 as cswm", "cswm")]:
+        np.testing.assert_array_equal(frames[a], frames[b], err_msg=f"{a} vs {b}")
+    assert not np.array_equal(frames["v1"], frames["v0"])
 
 
 # -- time limits --------------------------------------------------------------------------------------

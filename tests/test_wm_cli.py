@@ -70,7 +70,7 @@ def test_worldmodel_missing_data_and_wrong_env(tmp_path, shapes_dataset):
     proc = run_cli("worldmodel", cwd=tmp_path)
     assert proc.returncode == 2 and "data= is required" in proc.stderr
     proc = run_cli("worldmodel", f"data={shapes_dataset}", "env=cubes", *TINY, cwd=tmp_path)
-    assert proc.returncode == 2 and "not worldssl/Cubes-v0" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "not worldssl/Cubes-v1" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_compare_writes_table_and_report_and_reuses_runs(tmp_path, shapes_dataset):

@@ -14,7 +14,7 @@ from worldssl.bench.common import Row, median_rate
 #: (label, env id, kwargs, target steps/s) for the non-DMC families at their default sizes
 FAMILIES = [
     ("shapes 50x50", "worldssl/Shapes-v0", {}, 2000),
-    ("cubes 50x50", "worldssl/Cubes-v0", {}, 150),
+    ("cubes 50x50", "worldssl/Cubes-v1", {}, 150),
     ("maze 64x64", "worldssl/Maze-v0", {"image_size": 64}, 100),
     ("miniworld 64x64", "worldssl/MiniWorld-v0", {}, None),
 ]
