@@ -91,9 +91,22 @@ def test_compare_collects_its_data(tmp_path):
     proc = run_cli("compare", "objectives=[contrastive]", "seeds=[0]", "train_episodes=4", "train_episode_steps=6",
                    "eval_episodes=5", "eval_episode_steps=3", "data_root=d", "out=report", "figures=false",
                    *TINY, cwd=tmp_path, check=True)
-    assert (tmp_path / "d" / "shapes-train-4x6-seed1" / "manifest.json").is_file()
-    assert (tmp_path / "d" / "shapes-eval-5x3-seed2" / "manifest.json").is_file()
+    assert (tmp_path / "d" / "shapes-v0-train-4x6-seed1" / "manifest.json").is_file()
+    assert (tmp_path / "d" / "shapes-v0-eval-5x3-seed2" / "manifest.json").is_file()
     assert "pool" in proc.stdout
+
+
+def test_compare_data_directories_differ_by_env_version_task_and_kwargs():
+    from worldssl.verbs.compare import dataset_tag
+
+    tags = [dataset_tag("worldssl/Cubes-v1", {}), dataset_tag("worldssl/Cubes-v0", {}),
+            dataset_tag("worldssl/Cubes-v1", {"style": "plain"}), dataset_tag("worldssl/DMC-walker-walk-v0", {}),
+            dataset_tag("worldssl/DMC-cheetah-run-v0", {}),
+            dataset_tag("worldssl/DMC-v0", {"domain": "hopper", "task": "hop"}),
+            dataset_tag("worldssl/DMC-v0", {"domain": "hopper", "task": "stand"})]
+    assert len(set(tags)) == len(tags)
+    assert tags[0] == "cubes-v1" and tags[3] == "dmc-walker-walk-v0"
+    assert dataset_tag("worldssl/DMC-v0", {"task": "hop", "domain": "hopper"}) == tags[5]  # order-free
 
 
 def test_compare_rejects_unknown_objective_options(tmp_path):

@@ -10,6 +10,7 @@ command continues where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -61,13 +62,23 @@ def objective_config(cfg: Any, name: str) -> Any:
     return OmegaConf.merge(base, {"kwargs": extra})
 
 
+def dataset_tag(env_id: str, kwargs: dict[str, Any]) -> str:
+    """The name under ``data_root`` of an env's collected sets: its id (version included), plus a short hash of
+    its kwargs when it has any, so another env, version, DMC task or look never lands on the same directory."""
+    tag = env_id.split("/")[-1].lower()
+    if kwargs:
+        blob = json.dumps(kwargs, sort_keys=True, default=str).encode()
+        tag += "-" + hashlib.sha1(blob).hexdigest()[:8]
+    return tag
+
+
 def datasets(cfg: Any) -> tuple[str, str]:
     """The train and eval dataset directories, collected first if the config names none."""
     from envs.config import env_config
     from worldssl.data import CollectSpec, collect
 
     env = env_config(cfg.env)
-    tag = (env.name or env.id.split("/")[-1]).replace("/", "-")
+    tag = dataset_tag(env.id, env.kwargs)
     dirs = []
     for part, episodes, steps, seed, given in (
             ("train", cfg.train_episodes, cfg.train_episode_steps, 1, cfg.data),
