@@ -164,3 +164,18 @@ def test_final_evaluation_ranks_the_lowest_loss_epoch(shapes_dataset, tmp_path):
         assert not torch.equal(selected.encode(x), t.model.encode(x))
     t.settings.final_model = "last"
     assert t.selected_model() is t.model
+
+
+def test_a_run_stopped_mid_epoch_ranks_the_best_epoch_not_the_live_weights(shapes_dataset, tmp_path):
+    ds = EpisodeDataset(shapes_dataset)
+    t = trainer(ds, tmp_path, epochs=1)
+    t.train()
+    assert t.best_epoch == t.epoch == 1 and t.selected_model() is t.model  # nothing moved since epoch 1 ended
+    t._step(t.epoch_order(t.epoch)[:t.settings.batch_size])  # one step into epoch 2, as max_minutes can stop
+    t.position = 1
+    selected = t.selected_model()
+    assert selected is not t.model
+    x = torch.from_numpy(ds.episode(0).obs[:2])
+    selected.eval()
+    t.model.eval()
+    assert not torch.equal(selected.encode(x), t.model.encode(x))

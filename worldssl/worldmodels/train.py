@@ -258,8 +258,10 @@ class WorldModelTrainer:
         """The model the final evaluation ranks: the lowest-loss epoch's weights (``final_model=best_loss``,
         as C-SWM's training script keeps them) or the last ones."""
         best = self.ckpt_dir / "best" / "model.safetensors"
-        if self.settings.final_model == "last" or self.best_epoch < 0 or self.best_epoch == self.epoch \
-                or not best.is_file():
+        # the live weights are the best epoch's only if no step was taken since that epoch ended (a run stopped
+        # by max_minutes mid-epoch has moved on from them)
+        unchanged = self.best_epoch == self.epoch and self.position == 0
+        if self.settings.final_model == "last" or self.best_epoch < 0 or unchanged or not best.is_file():
             return self.model
         import copy
 
