@@ -1,4 +1,5 @@
-"""``worldssl eval WHAT``: judge a representation (``probe``: state probes from frozen features)."""
+"""``worldssl eval WHAT``: judge a representation (``probe``: state probes from frozen features; ``curves``:
+per-epoch training loss and ranking of world-model runs, as a table and a PNG)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from worldssl.runtime.errors import ConfigError
 from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
-WHAT = ("probe",)
+WHAT = ("probe", "curves")
 
 
 def validate(cfg: Any) -> None:
     if cfg.what not in WHAT:
         raise ConfigError(f"unknown evaluation {cfg.what!r}; valid: {', '.join(WHAT)} (e.g. `worldssl eval probe`)")
+    if cfg.what == "curves":
+        if not cfg.runs:
+            raise ConfigError("runs= is required: worldmodel run directories, e.g. worldssl eval curves "
+                              "runs=[runs/worldmodel/DATE/TIME]")
+        return
     for key, missing in (("data", OmegaConf.is_missing(cfg, "data")),
                          ("encoder.checkpoint", OmegaConf.is_missing(cfg.encoder, "checkpoint"))):
         if missing:
@@ -28,12 +34,39 @@ def validate(cfg: Any) -> None:
 
 
 def run(cfg: Any) -> dict[str, Any]:
+    validate(cfg)
+    if cfg.what == "curves":
+        return curves(cfg)
+    return probe(cfg)
+
+
+def curves(cfg: Any) -> dict[str, Any]:
+    """``eval curves``: print each run's per-epoch table and write one PNG of them all."""
+    from worldssl.eval.curves import run_curves
+
+    directory = run_dir()
+    save_config(cfg, directory)
+    runs = _as_list(cfg.runs)
+    labels = _as_list(cfg.labels) if cfg.labels is not None else None
+    tables, path = run_curves(runs, cfg.out or directory / "curves.png", labels)
+    print(tables)
+    print(f"curves: {path}")
+    summary = {"runs": runs, "plot": str(path)}
+    with Logger(directory, tensorboard=False) as logger:
+        logger.summary(summary)
+    return summary
+
+
+def _as_list(value: Any) -> list[str]:
+    return [str(v) for v in value] if OmegaConf.is_list(value) else [str(value)]
+
+
+def probe(cfg: Any) -> dict[str, Any]:
     import worldssl.encoders as encoders
     from worldssl.data import EpisodeDataset
     from worldssl.eval.probe import format_results, pca_plot, probe_encoder, probed_names
     from worldssl.runtime.device import resolve_device
 
-    validate(cfg)
     directory = run_dir()
     save_config(cfg, directory)
     device = resolve_device(cfg.device)

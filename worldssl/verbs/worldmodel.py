@@ -149,6 +149,7 @@ def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
         model = trainer.selected_model()  # what the final evaluation ranked
         if cfg.figures:
             summary["figures"] = _figures(model, eval_set, directory, settings.eval_steps, device)
+            summary["figures"] += _curves(directory, str(spec["objective"]))
         if cfg.probe and train_set.has_state:
             summary.update(_probe(model, spec, eval_set if eval_set.num_episodes >= 10 else train_set,
                                   int(cfg.probe_frames), device, int(cfg.seed), quiet))
@@ -167,6 +168,14 @@ def _figures(model: Any, ds: Any, directory: Path, steps: tuple[int, ...], devic
     if model.decoder is not None:
         made.append(str(prediction_grid(model, ds, directory / "predictions.png", steps=steps, device=device)))
     return made
+
+
+def _curves(directory: Path, label: str) -> list[str]:
+    """``curves.png``: this run's loss and Hits@1 per epoch (once an epoch has finished)."""
+    from worldssl.eval.curves import curves_plot, epoch_records
+
+    records = epoch_records(directory)
+    return [str(curves_plot([(label, records)], directory / "curves.png"))] if records else []
 
 
 def _probe(model: Any, spec: dict[str, Any], ds: Any, frames: int, device: Any, seed: int,

@@ -235,7 +235,7 @@ class WorldModelTrainer:
         bar.close()
         self.save()
         selected = self.selected_model()
-        final = self._evaluate_and_log(logger, None, selected)
+        final = self._evaluate_and_log(logger, None, selected, final=True)
         return {**{k: float(v) for k, v in last.items() if math.isfinite(float(v))}, **final,
                 "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2),
                 "final_model": s.final_model, "selected_epoch": self.best_epoch if selected is not self.model
@@ -248,7 +248,7 @@ class WorldModelTrainer:
         mean = self.loss_sum / self.loss_count
         self.loss_sum, self.loss_count = 0.0, 0
         if logger is not None:
-            logger.log({"train/epoch_loss": mean}, step=self.step)
+            logger.log({"train/epoch_loss": mean, "train/epoch": self.epoch}, step=self.step)
         if mean < self.best_loss:
             self.best_loss, self.best_epoch = mean, self.epoch
             write_bytes(self.ckpt_dir / "best" / "model.safetensors", _tensor_bytes(self.model))
@@ -289,13 +289,24 @@ class WorldModelTrainer:
         self.objective.update_momentum(self.model)
         return metrics
 
-    def _evaluate_and_log(self, logger: Logger | None, bar, model: WorldModel | None = None) -> dict[str, float]:
+    def _evaluate_and_log(self, logger: Logger | None, bar, model: WorldModel | None = None,
+                          final: bool = False) -> dict[str, float]:
+        """Evaluate ``model`` (default: the live one) and log it: as ``eval/...`` for the epoch just finished, or
+        as ``final/...`` (with the selected epoch) for the final evaluation, which may rank another epoch's
+        weights and so must not be read as this step's."""
         metrics = self.evaluate(model)
         if not metrics:
             return metrics
         self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
         if logger is not None:
-            logger.log(metrics, step=self.step)
+            if final:
+                # the epoch whose weights were ranked; live weights stopped mid-epoch count as a fraction
+                live = model is None or model is self.model
+                chosen = self.epoch + self.position / self.steps_per_epoch if live else self.best_epoch
+                logger.log({"final/epoch": chosen, **{"final/" + k.split("/", 1)[1]: v for k, v in metrics.items()}},
+                           step=self.step)
+            else:
+                logger.log(metrics, step=self.step)
         if bar is not None:
             shown = {k.split("/", 1)[1]: f"{v:.1f}" for k, v in metrics.items() if k.startswith("eval/hits@1/")}
             bar.write(f"epoch {self.epoch}: Hits@1 " + ", ".join(f"{k.split('/')[-1]} steps {v}%"
