@@ -100,5 +100,12 @@ def test_worldmodel_writes_curves_and_eval_curves_tabulates_them(tmp_path, shape
     assert "first" in proc.stdout and "second" in proc.stdout
     # epoch 1 was evaluated in the loop: its row carries Hits@1 / MRR at both horizons
     assert sum(line.startswith("| 1") and line.count("/") == 2 for line in proc.stdout.splitlines()) == 2
-    bad = run_cli("eval", "curves", cwd=tmp_path)
-    assert bad.returncode == 2 and "runs= is required" in bad.stderr
+    only = run_cli("eval", "curves", "runs=[a]", "steps=[2]", "out=two.png", "hydra.run.dir=ev2", cwd=tmp_path,
+                   check=True)
+    assert (tmp_path / "two.png").is_file() and "| epoch | 1 step | 2 steps |" in only.stdout
+    for args, message in ((["runs=[a]", "steps=[0]"], "steps must be positive"),
+                          (["runs=[a]", "steps=[7]"], "matches no horizon"),
+                          (["runs=[nowhere]"], "no metrics.csv"),
+                          ([], "runs= is required")):
+        bad = run_cli("eval", "curves", *args, "hydra.run.dir=bad", cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr

@@ -107,10 +107,11 @@ def curves_table(records: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def curves_plot(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path) -> Path:
+def curves_plot(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path,
+                steps: Sequence[int] | None = None) -> Path:
     """PNG with two panels: mean training loss per epoch (log scale) and Hits@1 per epoch, one colour per run
-    and one line style per horizon; each run's lowest-loss epoch is starred. ``runs`` is
-    ``[(label, records), ...]``; written atomically."""
+    and one line style per horizon (``steps``: which horizons; all by default); each run's lowest-loss epoch
+    is starred. ``runs`` is ``[(label, records), ...]``; written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,7 +124,7 @@ def curves_plot(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str 
         xs = [r["epoch"] for r in records]
         losses = [r["loss"] for r in records]
         ax_loss.plot(xs, losses, color=colour, marker=".", label=label)
-        for j, k in enumerate(horizons(records)):
+        for j, k in enumerate(k for k in horizons(records) if steps is None or k in steps):
             points = [(r["epoch"], r[f"hits@1/{k}"]) for r in records if f"hits@1/{k}" in r]
             ax_hits.plot(*zip(*points), color=colour, ls=styles[j % len(styles)], marker=".",
                          label=f"{label}, {k} step{'s' if k != 1 else ''}")
@@ -140,11 +141,14 @@ def curves_plot(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str 
     return save_figure(fig, path)
 
 
-def run_curves(runs: Sequence[str | Path], path: str | Path, labels: Sequence[str] | None = None) -> tuple[str, Path]:
-    """Read each run, plot them together into ``path``; returns (the markdown tables, one per run, and the PNG).
+def run_curves(runs: Sequence[str | Path], path: str | Path, labels: Sequence[str] | None = None,
+               steps: Sequence[int] | None = None) -> tuple[str, Path]:
+    """Read each run, plot them together into ``path`` (Hits@1 at the horizons ``steps``, all by default);
+    returns (the markdown tables, one per run, and the PNG).
 
     Raises:
-        DataError: a run has no metrics.csv or no finished epoch, or ``labels`` does not match ``runs``.
+        DataError: a run has no metrics.csv or no finished epoch, ``labels`` does not match ``runs``, or no run
+            ranks a horizon in ``steps``.
     """
     if labels is not None and len(labels) != len(runs):
         raise DataError(f"{len(labels)} labels for {len(runs)} runs; give one label per run or none")
@@ -156,4 +160,8 @@ def run_curves(runs: Sequence[str | Path], path: str | Path, labels: Sequence[st
         label = str(labels[i]) if labels is not None else Path(run).name
         loaded.append((label, records))
         tables.append(f"{label}\n\n{curves_table(records)}")
-    return "\n\n".join(tables), curves_plot(loaded, path)
+    if steps is not None:
+        ranked = sorted({k for _, records in loaded for k in horizons(records)})
+        if not set(steps) & set(ranked):
+            raise DataError(f"steps={list(steps)} matches no horizon these runs rank ({ranked}); pick from those")
+    return "\n\n".join(tables), curves_plot(loaded, path, steps)

@@ -23,6 +23,8 @@ def validate(cfg: Any) -> None:
         if not cfg.runs:
             raise ConfigError("runs= is required: worldmodel run directories, e.g. worldssl eval curves "
                               "runs=[runs/worldmodel/DATE/TIME]")
+        if cfg.steps is not None and not all(str(k).isdigit() and int(k) > 0 for k in _as_list(cfg.steps)):
+            raise ConfigError(f"steps must be positive prediction horizons, e.g. steps=[10], got {cfg.steps}")
         return
     for key, missing in (("data", OmegaConf.is_missing(cfg, "data")),
                          ("encoder.checkpoint", OmegaConf.is_missing(cfg.encoder, "checkpoint"))):
@@ -48,7 +50,8 @@ def curves(cfg: Any) -> dict[str, Any]:
     save_config(cfg, directory)
     runs = _as_list(cfg.runs)
     labels = _as_list(cfg.labels) if cfg.labels is not None else None
-    tables, path = run_curves(runs, cfg.out or directory / "curves.png", labels)
+    steps = [int(k) for k in _as_list(cfg.steps)] if cfg.steps is not None else None
+    tables, path = run_curves(runs, cfg.out or directory / "curves.png", labels, steps)
     print(tables)
     print(f"curves: {path}")
     summary = {"runs": runs, "plot": str(path)}
