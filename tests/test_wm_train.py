@@ -14,6 +14,7 @@ from worldssl.worldmodels.train import (
     WorldModelSettings,
     WorldModelTrainer,
     build_from_spec,
+    epoch_line,
     load_world_model,
     window_batch,
 )
@@ -179,3 +180,16 @@ def test_a_run_stopped_mid_epoch_ranks_the_best_epoch_not_the_live_weights(shape
     selected.eval()
     t.model.eval()
     assert not torch.equal(selected.encode(x), t.model.encode(x))
+
+
+def test_each_epoch_prints_its_loss_and_ranking(shapes_dataset, tmp_path, capsys):
+    ds = EpisodeDataset(shapes_dataset)
+    t = trainer(ds, tmp_path, epochs=2)
+    t.train()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch 1: mean loss ") and lines[0].endswith("% at 1 / 2 steps")
+    assert "Hits@1" not in lines[1]  # the last epoch is ranked once, by the final evaluation
+    assert sum("(lowest so far)" in line for line in lines) >= 1
+    assert epoch_line(3, 0.25, False, {"eval/hits@1/1": 50.0, "eval/mrr/1": 60.0}) == (
+        "epoch 3: mean loss 0.25; Hits@1 50.0% at 1 step")

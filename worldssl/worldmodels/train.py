@@ -228,23 +228,27 @@ class WorldModelTrainer:
                     break
             if self.position >= per_epoch:
                 self.epoch, self.position = self.epoch + 1, 0
-                self._end_epoch(logger)
+                mean = self._end_epoch(logger)
+                ranking = {}
                 if s.eval_every and self.epoch % s.eval_every == 0 and self.epoch < s.epochs:
-                    self._evaluate_and_log(logger, bar)
+                    ranking = self._evaluate_and_log(logger)
+                if mean is not None:
+                    bar.write(epoch_line(self.epoch, mean, self.best_epoch == self.epoch, ranking))
                 self.save()
         bar.close()
         self.save()
         selected = self.selected_model()
-        final = self._evaluate_and_log(logger, None, selected, final=True)
+        final = self._evaluate_and_log(logger, selected, final=True)
         return {**{k: float(v) for k, v in last.items() if math.isfinite(float(v))}, **final,
                 "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2),
                 "final_model": s.final_model, "selected_epoch": self.best_epoch if selected is not self.model
                 else self.epoch, "best_loss": self.best_loss if math.isfinite(self.best_loss) else None}
 
-    def _end_epoch(self, logger: Logger | None) -> None:
-        """Record the finished epoch's mean loss; keep its weights in ``checkpoints/best/`` if it is the lowest."""
+    def _end_epoch(self, logger: Logger | None) -> float | None:
+        """Record the finished epoch's mean loss (returned); keep its weights in ``checkpoints/best/`` if it is
+        the lowest."""
         if not self.loss_count:
-            return
+            return None
         mean = self.loss_sum / self.loss_count
         self.loss_sum, self.loss_count = 0.0, 0
         if logger is not None:
@@ -253,6 +257,7 @@ class WorldModelTrainer:
             self.best_loss, self.best_epoch = mean, self.epoch
             write_bytes(self.ckpt_dir / "best" / "model.safetensors", _tensor_bytes(self.model))
             write_json(self.ckpt_dir / "best" / MODEL_JSON, {**self.spec, "epoch": self.epoch, "epoch_loss": mean})
+        return mean
 
     def selected_model(self) -> WorldModel:
         """The model the final evaluation ranks: the lowest-loss epoch's weights (``final_model=best_loss``,
@@ -289,7 +294,7 @@ class WorldModelTrainer:
         self.objective.update_momentum(self.model)
         return metrics
 
-    def _evaluate_and_log(self, logger: Logger | None, bar, model: WorldModel | None = None,
+    def _evaluate_and_log(self, logger: Logger | None, model: WorldModel | None = None,
                           final: bool = False) -> dict[str, float]:
         """Evaluate ``model`` (default: the live one) and log it: as ``eval/...`` for the epoch just finished, or
         as ``final/...`` (with the selected epoch) for the final evaluation, which may rank another epoch's
@@ -307,11 +312,18 @@ class WorldModelTrainer:
                            step=self.step)
             else:
                 logger.log(metrics, step=self.step)
-        if bar is not None:
-            shown = {k.split("/", 1)[1]: f"{v:.1f}" for k, v in metrics.items() if k.startswith("eval/hits@1/")}
-            bar.write(f"epoch {self.epoch}: Hits@1 " + ", ".join(f"{k.split('/')[-1]} steps {v}%"
-                                                               for k, v in shown.items()))
         return metrics
+
+
+def epoch_line(epoch: int, loss: float, lowest: bool, ranking: dict[str, float]) -> str:
+    """``epoch 12: mean loss 0.0163 (lowest so far); Hits@1 99.6 / 93.8 / 77.8% at 1 / 5 / 10 steps``."""
+    line = f"epoch {epoch}: mean loss {loss:.4g}" + (" (lowest so far)" if lowest else "")
+    keys = sorted((k for k in ranking if k.startswith("eval/hits@1/")), key=lambda k: int(k.rsplit("/", 1)[1]))
+    if keys:
+        horizons = [k.rsplit("/", 1)[1] for k in keys]
+        hits = " / ".join(f"{ranking[k]:.1f}" for k in keys)
+        line += f"; Hits@1 {hits}% at {' / '.join(horizons)} step{'' if horizons == ['1'] else 's'}"
+    return line
 
 
 def _tensor_bytes(module: torch.nn.Module) -> bytes:
