@@ -31,6 +31,12 @@ def _number(text: str | None) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _prefixed(row: dict[str, str], prefix: str) -> dict[str, float]:
+    """The row's numeric values under ``prefix``, keyed without it."""
+    return {key[len(prefix):]: value for key in row if key.startswith(prefix)
+            if (value := _number(row[key])) is not None}
+
+
 def epoch_records(run: str | Path) -> list[dict[str, Any]]:
     """Per-epoch records of a ``worldssl worldmodel`` run directory, in epoch order.
 
@@ -60,12 +66,10 @@ def epoch_records(run: str | Path) -> list[dict[str, Any]]:
         loss = _number(row.get("train/epoch_loss"))
         if loss is not None:
             epochs[step] = {"step": step, "loss": loss, "epoch": _number(row.get("train/epoch"))}
-        metrics = {key[len("eval/"):]: value for key in row if key.startswith("eval/")
-                   if (value := _number(row[key])) is not None}
+        metrics = _prefixed(row, "eval/")
         if metrics:
             evals[step] = metrics
-        last = {key[len("final/"):]: value for key in row if key.startswith("final/")
-                if (value := _number(row[key])) is not None}
+        last = _prefixed(row, "final/")
         if "epoch" in last:
             final = last
     records = []
@@ -81,9 +85,13 @@ def epoch_records(run: str | Path) -> list[dict[str, Any]]:
     return records
 
 
+def _lowest(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return min(records, key=lambda r: r["loss"])
+
+
 def lowest_loss_epoch(records: Sequence[dict[str, Any]]) -> int | None:
     """The epoch with the lowest mean training loss: the one ``final_model=best_loss`` keeps (first on ties)."""
-    return min(records, key=lambda r: r["loss"])["epoch"] if records else None
+    return _lowest(records)["epoch"] if records else None
 
 
 def horizons(records: Sequence[dict[str, Any]]) -> list[int]:
@@ -128,7 +136,7 @@ def curves_plot(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str 
             points = [(r["epoch"], r[f"hits@1/{k}"]) for r in records if f"hits@1/{k}" in r]
             ax_hits.plot(*zip(*points), color=colour, ls=styles[j % len(styles)], marker=".",
                          label=f"{label}, {k} step{'s' if k != 1 else ''}")
-        best = min(records, key=lambda r: r["loss"])
+        best = _lowest(records)
         ax_loss.plot([best["epoch"]], [best["loss"]], marker="*", ms=14, color=colour, ls="none")
     if all(r["loss"] > 0 for _, records in runs for r in records):
         ax_loss.set_yscale("log")

@@ -238,7 +238,9 @@ class WorldModelTrainer:
         bar.close()
         self.save()
         selected = self.selected_model()
-        final = self._evaluate_and_log(logger, selected, final=True)
+        # the epoch whose weights the final evaluation ranks; live weights stopped mid-epoch count as a fraction
+        ranked = self.best_epoch if selected is not self.model else self.epoch + self.position / per_epoch
+        final = self._evaluate_and_log(logger, selected, final_epoch=ranked)
         return {**{k: float(v) for k, v in last.items() if math.isfinite(float(v))}, **final,
                 "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2),
                 "final_model": s.final_model, "selected_epoch": self.best_epoch if selected is not self.model
@@ -295,21 +297,18 @@ class WorldModelTrainer:
         return metrics
 
     def _evaluate_and_log(self, logger: Logger | None, model: WorldModel | None = None,
-                          final: bool = False) -> dict[str, float]:
-        """Evaluate ``model`` (default: the live one) and log it: as ``eval/...`` for the epoch just finished, or
-        as ``final/...`` (with the selected epoch) for the final evaluation, which may rank another epoch's
-        weights and so must not be read as this step's."""
+                          final_epoch: float | None = None) -> dict[str, float]:
+        """Evaluate ``model`` (default: the live one) and log it: as ``eval/...`` for the epoch just finished, or,
+        given ``final_epoch`` (the epoch whose weights ``model`` holds), as ``final/...`` with it: the final
+        evaluation may rank another epoch's weights and so must not be read as this step's."""
         metrics = self.evaluate(model)
         if not metrics:
             return metrics
         self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
         if logger is not None:
-            if final:
-                # the epoch whose weights were ranked; live weights stopped mid-epoch count as a fraction
-                live = model is None or model is self.model
-                chosen = self.epoch + self.position / self.steps_per_epoch if live else self.best_epoch
-                logger.log({"final/epoch": chosen, **{"final/" + k.split("/", 1)[1]: v for k, v in metrics.items()}},
-                           step=self.step)
+            if final_epoch is not None:
+                logger.log({"final/epoch": final_epoch,
+                            **{"final/" + k.split("/", 1)[1]: v for k, v in metrics.items()}}, step=self.step)
             else:
                 logger.log(metrics, step=self.step)
         return metrics
