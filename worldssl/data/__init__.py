@@ -11,8 +11,10 @@ from worldssl.data.episodes import (
     write_episode,
     write_manifest,
 )
+from worldssl.data.replay import ReplayBatch, ReplayBuffer
 
 __all__ = [
-    "CollectResult", "CollectSpec", "Episode", "EpisodeDataset", "Sequences", "Transitions", "collect",
-    "episode_seed", "list_episode_files", "read_manifest", "run_episode", "write_episode", "write_manifest",
+    "CollectResult", "CollectSpec", "Episode", "EpisodeDataset", "ReplayBatch", "ReplayBuffer", "Sequences",
+    "Transitions", "collect", "episode_seed", "list_episode_files", "read_manifest", "run_episode",
+    "write_episode", "write_manifest",
 ]
