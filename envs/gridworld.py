@@ -190,7 +190,7 @@ CSWM_CUBE_RGB = np.array([
 #: - ``cswm`` (the default, ``worldssl/Cubes-v1``): closest to C-SWM's matplotlib frames: its five colours,
 #:   fully saturated under brighter light, 0.94-cell blocks on a grey floor with white walls behind, seen
 #:   from 30 degrees up and 60 degrees round, as matplotlib's default 3D view. C-SWM's slots separate the
-#:   cubes on these frames and not on the other two (README, "Reproducing C-SWM").
+#:   cubes on these frames and not on the other two (docs/results/cubes-v0-plateau.md).
 #: - ``checker`` (``worldssl/Cubes-v0``): a checkered board under a steep camera, 0.8-cell blocks in Set1
 #:   colours.
 #: - ``plain``: an untextured board, 0.9-cell blocks, the camera closer.
@@ -223,7 +223,7 @@ def cubes_mjcf(grid_size: int, image_size: int, colors: np.ndarray, style: str =
     """MJCF for a grey board of ``grid_size``^2 unit cells, one mocap box per row of ``colors`` (K, 3), a camera.
 
     Shadows are off on every light and nothing is reflective: on Mesa's software EGL those two cost most of
-    the frame time (MACHINE.md). See :data:`CUBES_STYLES` for what each style changes.
+    the frame time. See :data:`CUBES_STYLES` for what each style changes.
     """
     _check_style(style)
     st = CUBES_STYLES[style]

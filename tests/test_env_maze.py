@@ -239,7 +239,7 @@ def test_bad_kwargs_raise_clear_errors(kwargs: dict, match: str) -> None:
 
 
 def test_render_then_optimizer_does_not_crash() -> None:
-    """MACHINE.md crash trap: render with software EGL, then let torch load triton (via Adam)."""
+    """The crash trap: render with software EGL, then let torch load triton (via Adam)."""
     code = ("import envs, torch\n"
             "env = envs.make('worldssl/Maze-v0'); env.reset(seed=0); env.step(1)\n"
             "torch.optim.Adam(torch.nn.Linear(2, 2).parameters())\n"

@@ -38,7 +38,7 @@ def test_unknown_id_lists_valid_ids():
 
 
 def test_render_then_optimizer_does_not_segfault():
-    """MACHINE.md's crash trap: render with software EGL first, then let torch load triton (Adam)."""
+    """The crash trap: render with software EGL first, then let torch load triton (Adam)."""
     code = (
         "import envs, numpy as np\n"
         "env = envs.make('worldssl/DMC-cartpole-swingup-v0', image_size=32); env.reset(seed=0)\n"

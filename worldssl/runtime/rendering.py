@@ -1,6 +1,6 @@
 """Make headless MuJoCo rendering safe before anything renders.
 
-Two facts from the machines this suite runs on (shared MACHINE.md):
+Two facts about headless rendering:
 - ``MUJOCO_GL=egl`` works headless on CPU (Mesa llvmpipe) and on NVIDIA GPUs; it must be set before
   ``mujoco`` / ``dm_control`` is imported.
 - A process that renders with Mesa's software EGL and only *afterwards* loads triton segfaults (the two
