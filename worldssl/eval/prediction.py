@@ -11,7 +11,6 @@ Figures are PNGs, written atomically.
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -212,21 +211,16 @@ def _held_out_r2(x: np.ndarray, y: np.ndarray, test: np.ndarray) -> float:
 
 def best_matching(matrix: np.ndarray) -> tuple[list[int], float]:
     """The one-to-one assignment of rows (objects) to columns (slots) with the largest summed score, and the
-    mean matched score: exhaustive for up to 8 rows, greedy (best pair first) beyond."""
+    mean matched score (the Hungarian method, ``scipy.optimize.linear_sum_assignment``: exact at any size)."""
+    from scipy.optimize import linear_sum_assignment
+
+    matrix = np.asarray(matrix, dtype=np.float64)
     rows, cols = matrix.shape
     if rows > cols:
         raise ValueError(f"cannot match {rows} objects to {cols} slots one-to-one")
-    if rows <= 8:
-        best = max(itertools.permutations(range(cols), rows), key=lambda p: matrix[range(rows), p].sum())
-        assign = list(best)
-    else:
-        assign, free, left = [-1] * rows, set(range(cols)), set(range(rows))
-        while left:
-            i, k = max(((i, k) for i in left for k in free), key=lambda ik: matrix[ik])
-            assign[i] = k
-            left.discard(i)
-            free.discard(k)
-    return assign, float(np.mean([matrix[i, k] for i, k in enumerate(assign)]))
+    row_ind, col_ind = linear_sum_assignment(matrix, maximize=True)
+    assign = [int(k) for _, k in sorted(zip(row_ind, col_ind))]
+    return assign, float(np.mean(matrix[np.arange(rows), assign]))
 
 
 @torch.no_grad()
