@@ -36,7 +36,6 @@ from worldssl.runtime.device import autocast
 from worldssl.runtime.errors import CheckpointError, ConfigError, WorldsslError
 from worldssl.runtime.io import torch_save, write_bytes, write_json
 from worldssl.runtime.logger import Logger
-from worldssl.runtime.optim import Adam
 from worldssl.worldmodels.base import TransitionObjective, WorldModel, WorldModelBatch
 
 MODEL_JSON = "model.json"
@@ -116,7 +115,9 @@ class WorldModelTrainer:
         if len(self.starts[0]) == 0:
             raise ConfigError(f"no episode in {train.root} has {settings.window} steps; lower window")
         params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
-        self.optimizer = Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        # fused: one kernel over all parameters; on 1 CPU thread 5.2 ms a step against 19.2 (for-loop, the CPU
+        # default) and 17.7 (foreach) for the Shapes model's 1.35 M parameters (torch 2.14.1)
+        self.optimizer = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay, fused=True)
         self.epoch, self.position, self.step = 0, 0, 0
         self.history: list[dict[str, float]] = []
         # mean training loss of the epoch so far, and the best finished epoch (weights in checkpoints/best/)
