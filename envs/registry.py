@@ -15,14 +15,21 @@ import gymnasium as gym
 
 from envs.wrappers import FrameStack
 
+#: CURL's action repeat per DMC domain (Laskin et al. 2020, as DrQ): the one source of the defaults;
+#: a domain not listed repeats :data:`DMC_DEFAULT_ACTION_REPEAT` times.
+DMC_ACTION_REPEAT: dict[str, int] = {"cartpole": 8, "finger": 2, "walker": 2}
+DMC_DEFAULT_ACTION_REPEAT = 4
+
+
+def dmc_action_repeat(domain: str) -> int:
+    """CURL's action repeat for a DMC domain: 8 for cartpole, 2 for finger and walker, 4 for the rest."""
+    return DMC_ACTION_REPEAT.get(domain, DMC_DEFAULT_ACTION_REPEAT)
+
+
 #: DMC's six standard pixel-control tasks (CURL / DrQ protocol), with their action repeat.
 DMC_STANDARD_TASKS: dict[str, int] = {
-    "cartpole-swingup": 8,
-    "reacher-easy": 4,
-    "cheetah-run": 4,
-    "walker-walk": 2,
-    "finger-spin": 2,
-    "ball_in_cup-catch": 4,
+    name: dmc_action_repeat(name.split("-")[0])
+    for name in ("cartpole-swingup", "reacher-easy", "cheetah-run", "walker-walk", "finger-spin", "ball_in_cup-catch")
 }
 
 
@@ -63,6 +70,9 @@ _add(EnvInfo("worldssl/Cubes-v1", "envs.gridworld:CubesEnv",
 _add(EnvInfo("worldssl/Cubes-v0", "envs.gridworld:CubesEnv",
              "C-SWM 3D Cubes, first look (kept for its datasets): Set1 blocks on a checkered board, steep camera.",
              {"style": "checker"}, frame_stack=1, max_episode_steps=100))
+_add(EnvInfo("worldssl/PointReach-v0", "envs.toy:PointReachEnv",
+             "A tiny pixel control task: move a dot to the image centre (smoke runs and learning tests).",
+             {}, frame_stack=1))
 _add(EnvInfo("worldssl/MiniWorld-v0", "envs.miniworld_adapter:MiniWorldEnv",
              "Farama MiniWorld first-person 3D navigation (optional extra: pip install worldssl[miniworld]).",
              {"name": "MiniWorld-OneRoom-v0"}, frame_stack=1))

@@ -33,6 +33,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
                    "worldssl worldmodel objective=contrastive data=data/shapes-train eval_data=data/shapes-eval"),
     "compare": ("worldssl.verbs.compare", "the main job: world-model objectives compared over seeds (C-SWM ranking)",
                 "worldssl compare objectives=[contrastive,generative_ae] seeds=[0,1]"),
+    "train": ("worldssl.verbs.train", "train an agent from pixels (agent=sac; encoder.mode=scratch|frozen|finetune|curl|decoupled)",
+              "worldssl train env=dmc env.task=cartpole-swingup encoder.mode=scratch frames=100000"),
     "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs | ssl | worldmodel)",
               "worldssl bench envs"),
 }
@@ -87,8 +89,10 @@ def _fail(message: str, verb: str | None = None) -> int:
 
 
 def _guard(verb: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Report a WorldsslError raised inside a run as one line and exit 2 (instead of a traceback)."""
-    from worldssl.runtime.errors import WorldsslError
+    """Report a WorldsslError raised inside a run as one line and exit 2 (instead of a traceback); a run
+    stopped by SIGTERM after its checkpoint (:class:`~worldssl.runtime.errors.Interrupted`) as one line, exit
+    ``128 + signum`` (143), as a process ended by that signal."""
+    from worldssl.runtime.errors import Interrupted, WorldsslError
 
     @functools.wraps(fn)
     def task(cfg: Any) -> Any:
@@ -97,6 +101,9 @@ def _guard(verb: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         except WorldsslError as e:
             _fail(str(e), verb)
             sys.exit(2)
+        except Interrupted as e:
+            print(f"worldssl {verb}: {e}", file=sys.stderr)
+            sys.exit(128 + e.signum)
 
     return task
 

@@ -1,0 +1,157 @@
+"""``worldssl train``: train an agent from pixels; the composition root of env, representation, agent and loop.
+
+    worldssl train agent=sac env=dmc env.task=cartpole-swingup encoder.mode=scratch frames=100000 seed=0
+    worldssl train env=dmc encoder.mode=frozen encoder.checkpoint=runs/pretrain/.../checkpoints/encoder
+    worldssl train encoder.mode=frozen encoder.checkpoint=runs/worldmodel/...     # a world model's encoder
+    worldssl train resume=runs/train/...                                           # continue a run
+
+:func:`train` is the API (a config in, the summary out); the run directory layout is in :mod:`agents.loop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from worldssl.runtime.errors import ConfigError
+from worldssl.runtime.logger import Logger
+from worldssl.verbs._run import run_dir, save_config
+
+log = logging.getLogger("worldssl.train")
+_POSITIVE = ("frames", "batch_size", "update_every_steps", "nstep", "eval_every_frames", "eval_episodes",
+             "save_every_frames", "log_every")
+#: keys a resumed run takes from the command line; everything else comes from the run's own config.yaml
+_RESUME_KEYS = ("frames", "max_minutes", "progress", "device", "threads", "video", "eval_episodes")
+
+
+def validate(cfg: Any) -> None:
+    from agents import AGENTS
+    from agents.encoders import MODES
+    from envs.config import env_config
+
+    if cfg.resume:
+        if not (Path(cfg.resume) / "checkpoints" / "train_state.pt").is_file():
+            raise ConfigError(f"resume={cfg.resume} has no checkpoints/train_state.pt; give a `worldssl train` run "
+                              f"directory")
+        return
+    if cfg.agent.name not in AGENTS:
+        raise ConfigError(f"unknown agent {cfg.agent.name!r}; valid agents: {', '.join(AGENTS)}")
+    if cfg.encoder.get("mode") not in MODES:
+        raise ConfigError(f"unknown encoder.mode {cfg.encoder.get('mode')!r}; valid: {', '.join(MODES)}")
+    if cfg.encoder.get("kind", "conv") != "conv":
+        raise ConfigError(f"worldssl train builds its scratch encoder from encoder=conv, got encoder kind "
+                          f"{cfg.encoder.get('kind')!r}; for another encoder give encoder.checkpoint=PATH")
+    for key in _POSITIVE:
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not isinstance(cfg.seed_frames, int) or cfg.seed_frames < 0:
+        raise ConfigError(f"seed_frames must be an integer >= 0, got {cfg.seed_frames!r}")
+    if not 0.0 < float(cfg.discount) <= 1.0:
+        raise ConfigError(f"discount must be in (0, 1], got {cfg.discount!r}")
+    if cfg.max_minutes is not None and not float(cfg.max_minutes) > 0:
+        raise ConfigError(f"max_minutes must be > 0 or null, got {cfg.max_minutes!r}")
+    if not float(cfg.agent.lr) > 0:
+        raise ConfigError(f"agent.lr must be > 0, got {cfg.agent.lr!r}")
+    ckpt = cfg.encoder.get("checkpoint")
+    if ckpt and not Path(ckpt).exists():
+        raise ConfigError(f"encoder.checkpoint {ckpt} does not exist; give a `worldssl pretrain` run's "
+                          f"checkpoints/encoder, a published MoCo/MAE/R3M file, or a `worldssl worldmodel` run")
+    if ckpt and cfg.encoder.mode == "scratch":
+        raise ConfigError("encoder.mode=scratch trains a fresh conv encoder and ignores encoder.checkpoint; use "
+                          "encoder.mode=frozen or finetune (or curl / decoupled) with a checkpoint")
+    env_config(cfg.env)
+
+
+def _resumed_config(cfg: Any) -> Any:
+    """The run's own config, with the keys given on this command line (of ``_RESUME_KEYS``) applied."""
+    saved = OmegaConf.load(Path(cfg.resume) / "config.yaml")
+    given = set()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    except ValueError:  # outside hydra (API use): take every resume key from cfg
+        given = set(_RESUME_KEYS)
+    for key in _RESUME_KEYS:
+        if key in given:
+            saved[key] = cfg[key]
+    saved.resume = cfg.resume
+    return saved
+
+
+def settings_from(cfg: Any) -> Any:
+    from agents.loop import LoopSettings
+
+    names = {f.name for f in dataclasses.fields(LoopSettings)}
+    values = {k: cfg[k] for k in names if k in cfg}
+    values["progress"] = bool(cfg.progress)
+    return LoopSettings(**values)
+
+
+def agent_spec(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict[str, Any]:
+    """What :func:`agents.build_agent` needs (written to ``checkpoints/agent.json``)."""
+    agent = OmegaConf.to_container(cfg.agent, resolve=True)
+    name = agent.pop("name")
+    enc = OmegaConf.to_container(cfg.encoder, resolve=True)
+    ckpt = enc.get("checkpoint")
+    conv = {k: v for k, v in enc.items() if k not in ("mode", "checkpoint", "kind")}
+    return {"agent": name, "mode": enc["mode"], "encoder_checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
+            "conv": conv, "obs_shape": list(obs_shape), "action_dim": int(action_dim), "config": agent}
+
+
+def train(cfg: Any, directory: Path) -> dict[str, Any]:
+    """Train (or resume) one agent into ``directory``; returns the summary (also in summary.json)."""
+    import torch
+
+    from agents import build_agent
+    from agents.loop import AgentTrainer, check_continuous, curves_figure
+    from envs.config import env_config
+    from worldssl.runtime.device import resolve_device, seed_everything
+    from worldssl.runtime.io import save_figure
+
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = resolve_device(cfg.device)
+    env_cfg = env_config(cfg.env)
+    env, eval_env = env_cfg.make(), env_cfg.make()
+    check_continuous(env, env_cfg.id, cfg.agent.name)
+    seed_everything(int(cfg.seed))  # before building: the initial weights come from torch's RNG
+    spec = agent_spec(cfg, env.observation_space.shape, int(env.action_space.shape[0]))
+    agent = build_agent(spec, device=device)
+    env_info = {"env_id": env_cfg.id, "env_kwargs": env_cfg.kwargs, "max_episode_steps": env_cfg.max_episode_steps}
+    trainer = AgentTrainer(agent, env, eval_env, settings_from(cfg), directory, spec=spec, env_info=env_info)
+    if cfg.resume:
+        trainer.load(directory / "checkpoints")
+        log.info("resumed at frame %d (episode %d)", trainer.frame, trainer.episode)
+    with Logger(directory) as logger:
+        summary = {"env_id": env_cfg.id, "env": env_cfg.name, "agent": spec["agent"], "mode": spec["mode"],
+                   "encoder": agent.features.source, "repr_dim": agent.features.repr_dim, "seed": int(cfg.seed),
+                   "device": str(device), "action_repeat": trainer.action_repeat}
+        summary.update(trainer.train(logger))
+        logger.summary(summary)
+    title = f"{env_cfg.name}: {spec['agent']} / {spec['mode']} (seed {cfg.seed})"
+    save_figure(curves_figure(trainer.history, title), directory / "curves.png")
+    env.close()
+    eval_env.close()
+    return summary
+
+
+def run(cfg: Any) -> dict[str, Any]:
+    validate(cfg)
+    if cfg.resume:
+        cfg = _resumed_config(cfg)
+        directory = Path(cfg.resume)
+    else:
+        directory = run_dir()
+    save_config(cfg, directory)
+    summary = train(cfg, directory)
+    ret = summary.get("final_eval_return")
+    print(f"train: {summary['agent']}/{summary['mode']} on {summary['env']}, {summary['frames']} frames in "
+          f"{summary['wall_seconds']} s; final eval return {ret if ret is None else round(ret, 1)}, best "
+          f"{summary['best_eval_return'] if summary['best_eval_return'] is None else round(summary['best_eval_return'], 1)}"
+          f"; run dir {directory}")
+    return summary
