@@ -172,7 +172,7 @@ def test_a_run_stopped_mid_epoch_ranks_the_best_epoch_not_the_live_weights(shape
     t = trainer(ds, tmp_path, epochs=1)
     t.train()
     assert t.best_epoch == t.epoch == 1 and t.selected_model() is t.model  # nothing moved since epoch 1 ended
-    t._step(t.epoch_order(t.epoch)[:t.settings.batch_size])  # one step into epoch 2, as max_minutes can stop
+    t.update(t.batch(t.epoch_order(t.epoch)[:t.settings.batch_size]))  # one step into epoch 2, as max_minutes can stop
     t.position = 1
     selected = t.selected_model()
     assert selected is not t.model

@@ -5,8 +5,8 @@ The model is what ``worldssl worldmodel`` trains by default on Shapes: C-SWM's s
 slots of ``D = 2``, hidden 512) and GNN transition, Adam at lr ``5e-4``, batch 1024. Both sides start from the
 same weights.
 
-* **ours**: :class:`~worldssl.worldmodels.train.WorldModelTrainer`'s step: uint8 windows gathered by
-  :func:`~worldssl.worldmodels.train.window_batch`, bf16 autocast where ``amp=auto`` picks it (CUDA, CPUs with
+* **ours**: :meth:`~worldssl.worldmodels.train.WorldModelTrainer.update` on uint8 windows gathered by
+  :meth:`~worldssl.worldmodels.train.WorldModelTrainer.batch`, bf16 autocast where ``amp=auto`` picks it (CUDA, CPUs with
   AMX), the factored GNN, the objectives of :mod:`worldssl.worldmodels.objectives`.
 * **straightforward**: float32 frames pre-converted in memory (as C-SWM's code keeps them), a ``Dataset`` +
   shuffled ``DataLoader`` of per-item float tensors, ``GNNTransition(naive=True)``, float32, plain losses.
@@ -219,7 +219,7 @@ class _Pair:
         if self._pos * b >= len(self._order):
             self._epoch, self._pos = self._epoch + 1, 0
             self._order = self.ours.epoch_order(self._epoch)
-        self.ours._step(self._order[self._pos * b:(self._pos + 1) * b])
+        self.ours.update(self.ours.batch(self._order[self._pos * b:(self._pos + 1) * b]))
         self._pos += 1
 
     def reference_step(self) -> None:
@@ -250,14 +250,14 @@ def epoch_row(s: Settings, train, floats, device, run_dir: str) -> Row:
     full = pair.ours.steps_per_epoch
     steps = full if s.epoch_steps is None else min(s.epoch_steps, full)
     for i in range(s.warmup):  # warm-up on other batches (epoch 1's order), then a fresh epoch each
-        pair.ours._step(pair.ours.epoch_order(1)[i * s.batch_size:(i + 1) * s.batch_size])
+        pair.ours.update(pair.ours.batch(pair.ours.epoch_order(1)[i * s.batch_size:(i + 1) * s.batch_size]))
         pair.reference_step()
     pair.reference._it = None
     order = pair.ours.epoch_order(0)
     ours_t, ref_t, seen = 0.0, 0.0, 0
     for i in range(steps):
         rows = order[i * s.batch_size:(i + 1) * s.batch_size]
-        t_ours = _timed(lambda rows=rows: pair.ours._step(rows), device)
+        t_ours = _timed(lambda rows=rows: pair.ours.update(pair.ours.batch(rows)), device)
         t_ref = _timed(pair.reference_step, device)
         ours_t, ref_t, seen = ours_t + t_ours, ref_t + t_ref, seen + len(rows)
     label = f"epoch contrastive b{s.batch_size} ({transitions:,} transitions, {full} steps)"
@@ -381,7 +381,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
                 order = trainer.epoch_order(0)
                 t1 = time.perf_counter()
                 for i in range(steps):
-                    trainer._step(order[i * b:(i + 1) * b])
+                    trainer.update(trainer.batch(order[i * b:(i + 1) * b]))
             else:
                 trainer = ref.StraightforwardTrainer(model, objective, "contrastive", data, b, args["lr"], device,
                                                      workers=int(args["loader_workers"]), seed=args["seed"])

@@ -17,3 +17,12 @@ class DataError(WorldsslError):
 
 class CheckpointError(WorldsslError):
     """A checkpoint that is missing, corrupt, of an unknown format, or does not fit the architecture asked for."""
+
+
+class Interrupted(Exception):
+    """A run stopped by a signal (SIGTERM: cluster preemption) after writing its checkpoint; not a mistake, so
+    not a :class:`WorldsslError`: the CLI prints the message as one line and exits ``128 + signum``."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = int(signum)

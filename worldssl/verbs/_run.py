@@ -1,4 +1,5 @@
-"""What every verb does at the start of a run: find the run dir, save the resolved config."""
+"""What every verb does at the start of a run (find the run dir, save the resolved config) and how verbs name
+what they report (:func:`probe_key`)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,18 @@ def save_config(cfg: Any, directory: Path) -> None:
 
     with atomic_open(directory / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def probe_key(name: str) -> str:
+    """The metric-key form of a probe result's name: ``"random init"`` -> ``random_init``, as every verb writes
+    ``probe/<key>/ridge_r2`` and ``probe/<key>/knn_r2`` to summary.json and the logs."""
+    return name.strip().replace(" ", "_")
+
+
+def probe_summary(results: Any) -> dict[str, float]:
+    """``probe/<key>/ridge_r2`` and ``probe/<key>/knn_r2`` of each probe result (see :func:`probe_key`)."""
+    out: dict[str, float] = {}
+    for r in results:
+        out[f"probe/{probe_key(r.name)}/ridge_r2"] = r.r2_ridge
+        out[f"probe/{probe_key(r.name)}/knn_r2"] = r.r2_knn
+    return out

@@ -10,6 +10,7 @@ command continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,27 +20,41 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from worldssl.runtime.errors import ConfigError
+from worldssl.runtime.settings import Check, integer, list_of, positive_int, setting, settings_from
 from worldssl.verbs._run import run_dir, save_config
+from worldssl.verbs.worldmodel import WorldModelRunSettings
 
 log = logging.getLogger("worldssl.compare")
+
+
+def _distinct(check: Check) -> Check:
+    return Check(check.valid.replace("list of", "list of distinct"), lambda v: check(v) and len(set(v)) == len(v),
+                 check.convert)
+
+
+@dataclasses.dataclass
+class CompareSettings(WorldModelRunSettings):
+    """The verb's checked keys: every ``worldmodel`` key (each run's settings) plus the comparison's own."""
+
+    objectives: tuple[str, ...] = setting(("contrastive", "generative_ae", "selfpredictive"),
+                                          _distinct(list_of(Check("a string", lambda v: isinstance(v, str)))),
+                                          "the objectives compared")
+    seeds: tuple[int, ...] = setting((0, 1, 2), _distinct(list_of(integer)), "one run per objective and seed")
+    train_episodes: int = setting(1000, positive_int, "episodes collected for training when data is null")
+    train_episode_steps: int = setting(100, positive_int, "steps of each collected train episode")
+    eval_episodes: int = setting(1000, positive_int, "episodes collected for evaluation when eval_data is null")
+    eval_episode_steps: int = setting(10, positive_int, "steps of each collected eval episode")
 
 
 def validate(cfg: Any) -> None:
     from worldssl.verbs import worldmodel
     from worldssl.worldmodels.objectives import OBJECTIVES
 
-    objectives = list(cfg.objectives)
-    if not objectives or len(set(objectives)) != len(objectives):
-        raise ConfigError(f"objectives must be a non-empty list without repeats, got {objectives!r}")
+    settings = settings_from(CompareSettings, cfg)
+    objectives = list(settings.objectives)
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         raise ConfigError(f"unknown objective(s) {', '.join(map(str, unknown))}; valid: {', '.join(OBJECTIVES)}")
-    seeds = list(cfg.seeds)
-    if not seeds or any(not isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
-    for key in ("train_episodes", "train_episode_steps", "eval_episodes", "eval_episode_steps"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
     extra = sorted(set(cfg.objective_kwargs or {}) - set(objectives))
     if extra:
         raise ConfigError(f"objective_kwargs has entries for {', '.join(extra)}, which are not in objectives")

@@ -11,9 +11,34 @@ from omegaconf import OmegaConf
 
 from worldssl.runtime.errors import ConfigError
 from worldssl.runtime.logger import Logger
-from worldssl.verbs._run import run_dir, save_config
+from worldssl.runtime.settings import (
+    Settings,
+    between,
+    boolean,
+    integer,
+    non_negative_int,
+    optional,
+    positive_int,
+    setting,
+    settings_from,
+)
+from worldssl.verbs._run import probe_summary, run_dir, save_config
 
 WHAT = ("probe", "curves")
+
+
+@dataclasses.dataclass
+class ProbeSettings(Settings):
+    """``eval probe``'s checked keys (``data`` and ``encoder.checkpoint`` are required, see :func:`validate`)."""
+
+    max_frames: int | None = setting(4000, optional(positive_int), "frames probed (an even random subset); null: all")
+    test_fraction: float = setting(0.2, between(0, 1), "share of episodes held out (the last ones)")
+    knn_k: int = setting(5, positive_int, "neighbours of the k-NN probe")
+    batch_size: int = setting(256, positive_int, "frames per encoder batch")
+    seed: int = setting(0, integer, "seeds the frame subset")
+    baselines: bool = setting(True, boolean, "also probe a random-init twin and raw 16x16 pixels")
+    plot: bool = setting(True, boolean, "PCA of the features coloured by a state variable, as PNG")
+    plot_state: int = setting(0, non_negative_int, "index (among the probed variables) of that state variable")
 
 
 def validate(cfg: Any) -> None:
@@ -31,8 +56,7 @@ def validate(cfg: Any) -> None:
         if missing:
             raise ConfigError(f"{key}= is required (e.g. worldssl eval probe encoder.checkpoint=RUN/checkpoints/encoder "
                               f"data=data/shapes)")
-    if not 0 < cfg.test_fraction < 1:
-        raise ConfigError(f"test_fraction must be in (0, 1), got {cfg.test_fraction}")
+    settings_from(ProbeSettings, cfg)
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -75,20 +99,21 @@ def probe(cfg: Any) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     encoder = encoders.load(cfg.encoder.checkpoint, freeze=True)
     ds = EpisodeDataset(cfg.data)
+    s = settings_from(ProbeSettings, cfg)
     dims = OmegaConf.to_container(cfg.dims) if cfg.dims is not None else None
-    results, feats, states = probe_encoder(encoder, ds, cfg.max_frames, cfg.test_fraction, cfg.knn_k, cfg.baselines,
-                                           device, cfg.seed, cfg.batch_size, dims)
+    results, feats, states = probe_encoder(encoder, ds, s.max_frames, s.test_fraction, s.knn_k, s.baselines,
+                                           device, s.seed, s.batch_size, dims)
     print(format_results(results))
     summary = {"encoder": str(cfg.encoder.checkpoint), "dataset": str(Path(cfg.data).resolve()),
                "state_names": ds.manifest.get("state_names", []),
                "results": [dataclasses.asdict(r) for r in results]}
-    if cfg.plot:
+    if s.plot:
         names = probed_names(ds, dims)
-        if not 0 <= cfg.plot_state < states.shape[1]:
-            raise ConfigError(f"plot_state must be in [0, {states.shape[1] - 1}], got {cfg.plot_state}")
-        summary["plot"] = str(pca_plot(feats, states[:, cfg.plot_state], directory / "features_pca.png",
-                                       f"features coloured by {names[cfg.plot_state]}"))
+        if not s.plot_state < states.shape[1]:
+            raise ConfigError(f"plot_state must be in [0, {states.shape[1] - 1}], got {s.plot_state}")
+        summary["plot"] = str(pca_plot(feats, states[:, s.plot_state], directory / "features_pca.png",
+                                       f"features coloured by {names[s.plot_state]}"))
     with Logger(directory) as logger:
-        logger.log({f"probe/{r.name.replace(' ', '_')}/ridge_r2": r.r2_ridge for r in results}, step=0)
+        logger.log({k: v for k, v in probe_summary(results).items() if k.endswith("/ridge_r2")}, step=0)
         logger.summary(summary)
     return summary

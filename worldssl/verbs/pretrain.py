@@ -9,12 +9,22 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from worldssl.runtime import settings as runtime_settings
 from worldssl.runtime.errors import ConfigError
 from worldssl.runtime.logger import Logger
-from worldssl.verbs._run import run_dir, save_config
+from worldssl.runtime.settings import boolean, positive_int, setting
+from worldssl.ssl.train import PretrainSettings
+from worldssl.verbs._run import probe_summary, run_dir, save_config
 
 log = logging.getLogger("worldssl.pretrain")
-_POSITIVE = ("steps", "batch_size", "log_every", "save_every", "temporal_offset", "sequence_length", "probe_frames")
+
+
+@dataclasses.dataclass
+class PretrainRunSettings(PretrainSettings):
+    """The verb's checked keys: the loop's (:class:`~worldssl.ssl.train.PretrainSettings`) plus its own."""
+
+    probe: bool = setting(True, boolean, "probe the true state from frozen features at the end")
+    probe_frames: int = setting(4000, positive_int, "frames used by that probe")
 
 
 def validate(cfg: Any) -> None:
@@ -23,11 +33,7 @@ def validate(cfg: Any) -> None:
 
     if OmegaConf.is_missing(cfg, "data"):
         raise ConfigError("data= is required: a dataset directory from `worldssl collect` (e.g. data=data/shapes)")
-    for key in _POSITIVE:
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if not float(cfg.lr) > 0:
-        raise ConfigError(f"lr must be > 0, got {cfg.lr!r}")
+    settings_from(cfg)
     if cfg.ssl.name not in OBJECTIVES:
         raise ConfigError(f"unknown ssl {cfg.ssl.name!r}; valid: {', '.join(OBJECTIVES)}")
     if cfg.backbone.kind not in ENCODERS:
@@ -37,12 +43,8 @@ def validate(cfg: Any) -> None:
 
 
 def settings_from(cfg: Any) -> Any:
-    from worldssl.ssl.train import PretrainSettings
-
-    names = {f.name for f in dataclasses.fields(PretrainSettings)}
-    values = {k: cfg[k] for k in names if k in cfg}
-    values["progress"] = bool(cfg.progress)
-    return PretrainSettings(**values)
+    """The run's settings from the config, every declared key checked (one-line ConfigError)."""
+    return runtime_settings.settings_from(PretrainRunSettings, cfg)
 
 
 def build_objective(cfg: Any, ds: Any):
@@ -79,7 +81,8 @@ def run(cfg: Any) -> dict[str, Any]:
     objective = build_objective(cfg, ds)
     meta = {"ssl": cfg.ssl.name, "ssl_kwargs": OmegaConf.to_container(cfg.ssl.kwargs),
             "dataset": str(Path(cfg.data).resolve()), "env_id": ds.manifest["env_id"], "seed": cfg.seed}
-    trainer = Pretrainer(objective, ds, settings_from(cfg), directory, device, encoder_meta=meta)
+    settings = settings_from(cfg)
+    trainer = Pretrainer(objective, ds, settings, directory, device, encoder_meta=meta)
     if cfg.resume:
         trainer.load(directory / "checkpoints")
         log.info("resumed from step %d", trainer.step)
@@ -87,15 +90,14 @@ def run(cfg: Any) -> dict[str, Any]:
         summary: dict[str, Any] = {"ssl": cfg.ssl.name, "backbone": cfg.backbone.kind, "dataset": meta["dataset"],
                                    "device": str(device), "encoder": str(directory / "checkpoints" / "encoder")}
         summary.update(trainer.train(logger))
-        if cfg.probe:
+        if settings.probe:
             dims = OmegaConf.to_container(cfg.probe_dims) if cfg.probe_dims is not None else None
-            results, feats, states = probe_encoder(objective.encoder, ds, cfg.probe_frames, device=device,
-                                                   seed=cfg.seed, dims=dims)
+            results, feats, states = probe_encoder(objective.encoder, ds, settings.probe_frames, device=device,
+                                                   seed=settings.seed, dims=dims)
             print(format_results(results))
-            for r in results:
-                summary[f"probe/{r.name}/ridge_r2"] = r.r2_ridge
-                summary[f"probe/{r.name}/knn_r2"] = r.r2_knn
-            logger.log({f"probe/{r.name.replace(' ', '_')}/ridge_r2": r.r2_ridge for r in results}, trainer.step)
+            probed = probe_summary(results)
+            summary.update(probed)
+            logger.log({k: v for k, v in probed.items() if k.endswith("/ridge_r2")}, trainer.step)
             first = probed_names(ds, dims)[0]
             pca_plot(feats, states[:, 0], directory / "features_pca.png", f"{cfg.ssl.name} features, coloured by {first}")
         logger.summary(summary)

@@ -7,19 +7,35 @@ fixed. :func:`train` is the API the ``compare`` verb reuses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from worldssl.runtime import settings as runtime_settings
 from worldssl.runtime.errors import ConfigError, DataError
 from worldssl.runtime.logger import Logger
-from worldssl.verbs._run import run_dir, save_config
+from worldssl.runtime.settings import boolean, one_of, positive_int, setting
+from worldssl.verbs._run import probe_summary, run_dir, save_config
+from worldssl.worldmodels.train import WorldModelSettings
 
 log = logging.getLogger("worldssl.worldmodel")
-_POSITIVE = ("epochs", "batch_size", "eval_batch_size", "log_every", "save_every", "probe_frames")
-_LOADS = ("auto", "memory", "mmap", "stream")
+LOADS = ("auto", "memory", "mmap", "stream")
+
+
+@dataclasses.dataclass
+class WorldModelRunSettings(WorldModelSettings):
+    """The verb's checked keys: the loop's (:class:`~worldssl.worldmodels.train.WorldModelSettings`) plus its
+    own (``compare`` extends these)."""
+
+    holdout_episodes: int = setting(100, positive_int, "with eval_data null: the last N episodes of data are held out")
+    load: str = setting("auto", one_of(*LOADS), "how datasets are read (stream: from disk, nothing held)")
+    reward: bool = setting(False, boolean, "add a reward head")
+    figures: bool = setting(True, boolean, "write curves.png, object maps and prediction PNGs")
+    probe: bool = setting(True, boolean, "probe the true state from the latent at the end")
+    probe_frames: int = setting(2000, positive_int, "frames used by that probe")
 
 
 def validate(cfg: Any) -> None:
@@ -29,31 +45,17 @@ def validate(cfg: Any) -> None:
     if OmegaConf.is_missing(cfg, "data"):
         raise ConfigError("data= is required: a dataset directory from `worldssl collect` "
                           "(e.g. worldssl collect env=shapes out=data/shapes episodes=1000)")
-    for key in _POSITIVE:
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    for key in ("window", "steps_per_epoch"):
-        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
-            raise ConfigError(f"{key} must be a positive integer or null, got {cfg[key]!r}")
-    if not isinstance(cfg.eval_every, int) or cfg.eval_every < 0:
-        raise ConfigError(f"eval_every must be an integer >= 0, got {cfg.eval_every!r}")
-    if not isinstance(cfg.holdout_episodes, int) or cfg.holdout_episodes < 1:
-        raise ConfigError(f"holdout_episodes must be a positive integer, got {cfg.holdout_episodes!r}")
-    if not isinstance(cfg.lr, (int, float)) or not cfg.lr > 0:
-        raise ConfigError(f"lr must be > 0, got {cfg.lr!r}")
-    steps = list(cfg.eval_steps)
-    if not steps or any(not isinstance(k, int) or k < 1 for k in steps):
-        raise ConfigError(f"eval_steps must be a list of positive integers, got {steps!r}")
-    if cfg.final_model not in ("best_loss", "last"):
-        raise ConfigError(f"final_model must be best_loss or last, got {cfg.final_model!r}")
-    if cfg.load not in _LOADS:
-        raise ConfigError(f"load must be one of {', '.join(_LOADS)}, got {cfg.load!r}")
+    settings_from(cfg)
     if cfg.objective.name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {cfg.objective.name!r}; valid: {', '.join(OBJECTIVES)}")
     if cfg.transition.name not in TRANSITIONS:
         raise ConfigError(f"unknown transition {cfg.transition.name!r}; valid: {', '.join(TRANSITIONS)}")
-    if cfg.max_minutes is not None and not float(cfg.max_minutes) > 0:
-        raise ConfigError(f"max_minutes must be > 0 or null, got {cfg.max_minutes!r}")
+
+
+def settings_from(cfg: Any) -> Any:
+    """The run's settings from the config, every declared key checked (one-line ConfigError); ``window: null``
+    stays None and the trainer makes it the objective's horizon."""
+    return runtime_settings.settings_from(WorldModelRunSettings, cfg)
 
 
 def encoder_config(cfg: Any, env_id: str) -> dict[str, Any] | str:
@@ -79,18 +81,6 @@ def model_spec(cfg: Any, ds: Any) -> dict[str, Any]:
             "dataset": str(Path(cfg.data).resolve()), "env_id": ds.manifest["env_id"], "seed": int(cfg.seed)}
 
 
-def settings_from(cfg: Any, horizon: int) -> Any:
-    from worldssl.worldmodels.train import WorldModelSettings
-
-    return WorldModelSettings(
-        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=float(cfg.lr), weight_decay=float(cfg.weight_decay),
-        window=int(cfg.window or horizon), steps_per_epoch=cfg.steps_per_epoch, eval_every=cfg.eval_every,
-        eval_steps=tuple(int(k) for k in cfg.eval_steps), eval_batch_size=cfg.eval_batch_size,
-        log_every=cfg.log_every, save_every=cfg.save_every, seed=int(cfg.seed), amp=cfg.amp,
-        grad_clip=cfg.grad_clip, max_minutes=cfg.max_minutes, final_model=cfg.final_model,
-        progress=bool(cfg.progress))
-
-
 def open_datasets(cfg: Any) -> tuple[Any, Any, str]:
     """Train and eval datasets; without ``eval_data``, the last ``holdout_episodes`` of ``data`` are held out."""
     from envs.config import env_config
@@ -106,7 +96,7 @@ def open_datasets(cfg: Any) -> tuple[Any, Any, str]:
                             f"{train.obs_shape}; collect both with the same env settings")
         return train, eval_set, str(Path(cfg.eval_data).resolve())
     n = train.num_episodes
-    hold = min(int(cfg.holdout_episodes), n // 5)
+    hold = min(int(cfg.holdout_episodes), n // 5)  # checked by validate
     if hold < 1:
         raise DataError(f"{cfg.data} has only {n} episodes: too few to hold some out for evaluation; "
                         f"collect more or give eval_data=DIR")
@@ -120,6 +110,7 @@ def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
     from worldssl.worldmodels.train import WorldModelTrainer, build_from_spec
 
     validate(cfg)
+    settings = settings_from(cfg)
     if cfg.resume and not (Path(cfg.resume) / "checkpoints" / "train_state.pt").is_file():
         raise ConfigError(f"resume={cfg.resume} has no checkpoints/train_state.pt; give a worldmodel run directory")
     save_config(cfg, directory)
@@ -128,7 +119,6 @@ def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
     spec = model_spec(cfg, train_set)
     seed_everything(int(cfg.seed))  # before building: initial weights come from torch's RNG
     model, objective = build_from_spec(spec)
-    settings = settings_from(cfg, int(getattr(objective, "horizon", 1)))
     trainer = WorldModelTrainer(model, objective, train_set, settings, directory, device, eval_set=eval_set, spec=spec)
     generative = model.decoder is not None
     if generative:
@@ -147,12 +137,12 @@ def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
                                    "checkpoint": str(directory / "checkpoints")}
         summary.update(trainer.train(logger))
         model = trainer.selected_model()  # what the final evaluation ranked
-        if cfg.figures:
+        if settings.figures:
             summary["figures"] = _figures(model, eval_set, directory, settings.eval_steps, device)
             summary["figures"] += _curves(directory, str(spec["objective"]))
-        if cfg.probe and train_set.has_state:
+        if settings.probe and train_set.has_state:
             summary.update(_probe(model, spec, eval_set if eval_set.num_episodes >= 10 else train_set,
-                                  int(cfg.probe_frames), device, int(cfg.seed), quiet))
+                                  settings.probe_frames, device, settings.seed, quiet))
         logger.summary(summary)
     if not quiet:
         print(ranking_line(summary))
@@ -191,11 +181,7 @@ def _probe(model: Any, spec: dict[str, Any], ds: Any, frames: int, device: Any, 
     results = probe_latents(model, ds, max_frames=frames, device=device, seed=seed, baseline=twin.to(device))
     if not quiet:
         print(format_results(results))
-    out: dict[str, Any] = {}
-    for r in results:
-        name = r.name.replace(" ", "_")
-        out[f"probe/{name}/ridge_r2"] = r.r2_ridge
-        out[f"probe/{name}/knn_r2"] = r.r2_knn
+    out: dict[str, Any] = probe_summary(results)
     if getattr(model.encoder, "kind", None) == "slots" and object_state_groups(ds.manifest.get("state_names") or []):
         align = slot_alignment(model, ds, max_frames=frames, device=device, seed=seed)
         out["probe/slots/matched_r2"] = align["matched_r2"]

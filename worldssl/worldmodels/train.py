@@ -16,11 +16,18 @@ A checkpoint, in ``<run>/checkpoints/``, is four files, each written atomically:
 * ``train_state.pt``: optimiser state, epoch, position, step, RNG states and the evaluation history,
   loadable with ``torch.load(..., weights_only=True)``.
 
+The files are written by :mod:`worldssl.runtime.checkpoint`, as in the pretraining and agent loops.
+``max_minutes`` stops the loop after a step, checkpoints and evaluates; SIGTERM (cluster preemption) stops it
+after a step, checkpoints and raises :class:`~worldssl.runtime.errors.Interrupted` (no final evaluation: the
+resumed run does it). :meth:`WorldModelTrainer.update` is one optimiser step on a batch, for callers that drive
+the steps themselves (the benchmarks).
+
 :func:`load_world_model` rebuilds a trained model from that directory alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -32,50 +39,64 @@ import numpy as np
 import torch
 
 from worldssl.data.episodes import EpisodeDataset
+from worldssl.runtime.checkpoint import (
+    StopWhen,
+    load_module,
+    load_optimizer,
+    load_train_state,
+    module_bytes,
+    restore_train_rng,
+    rng_state,
+    save_module,
+    save_train_state,
+)
 from worldssl.runtime.device import autocast
 from worldssl.runtime.errors import CheckpointError, ConfigError, WorldsslError
-from worldssl.runtime.io import torch_save, write_bytes, write_json
+from worldssl.runtime.io import write_bytes, write_json
 from worldssl.runtime.logger import Logger
+from worldssl.runtime.settings import (
+    Settings,
+    amp_mode,
+    boolean,
+    integer,
+    list_of,
+    non_negative,
+    non_negative_int,
+    one_of,
+    optional,
+    positive,
+    positive_int,
+    setting,
+)
 from worldssl.worldmodels.base import TransitionObjective, WorldModel, WorldModelBatch
 
 MODEL_JSON = "model.json"
 
 
 @dataclass
-class WorldModelSettings:
-    epochs: int = 100
-    batch_size: int = 1024
-    lr: float = 5e-4
-    weight_decay: float = 0.0
-    window: int = 1  # steps per training window (>= the objective's horizon)
-    steps_per_epoch: int | None = None  # None: one full pass over the windows
-    eval_every: int = 1  # evaluate every N epochs (0: only at the end)
-    eval_steps: tuple[int, ...] = (1, 5, 10)
-    eval_batch_size: int = 1000
-    log_every: int = 20
-    save_every: int = 200  # also checkpoint every N optimiser steps inside an epoch
-    seed: int = 0
-    amp: bool | str = "auto"  # bf16 autocast on CUDA, and on CPUs with AMX
-    grad_clip: float | None = None
-    max_minutes: float | None = None  # stop (and checkpoint) after this much training time
-    final_model: str = "best_loss"  # what the final evaluation ranks: "best_loss" (C-SWM's choice) or "last"
-    progress: bool = True
+class WorldModelSettings(Settings):
+    """Everything the loop needs; each field's constraint and meaning, checked by ``check()`` and by
+    :func:`~worldssl.runtime.settings.settings_from` (the ``worldmodel`` verb's keys of the same names)."""
 
-    def check(self) -> None:
-        for name in ("epochs", "batch_size", "window", "eval_batch_size", "log_every", "save_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if self.steps_per_epoch is not None and (not isinstance(self.steps_per_epoch, int) or self.steps_per_epoch < 1):
-            raise ConfigError(f"steps_per_epoch must be a positive integer or null, got {self.steps_per_epoch!r}")
-        if not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ConfigError(f"eval_every must be an integer >= 0, got {self.eval_every!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not self.eval_steps or any(int(k) < 1 for k in self.eval_steps):
-            raise ConfigError(f"eval_steps must be integers >= 1, got {list(self.eval_steps)!r}")
-        if self.final_model not in ("best_loss", "last"):
-            raise ConfigError(f"final_model must be best_loss or last, got {self.final_model!r}")
+    epochs: int = setting(100, positive_int, "passes over the train windows")
+    batch_size: int = setting(1024, positive_int, "windows per optimiser step")
+    lr: float = setting(5e-4, positive, "Adam learning rate")
+    weight_decay: float = setting(0.0, non_negative, "Adam weight decay")
+    window: int | None = setting(None, optional(positive_int),
+                                 "steps per training window (>= the objective's horizon); null: the horizon")
+    steps_per_epoch: int | None = setting(None, optional(positive_int), "null: one full pass over the windows")
+    eval_every: int = setting(1, non_negative_int, "evaluate every N epochs (0: only at the end)")
+    eval_steps: tuple[int, ...] = setting((1, 5, 10), list_of(positive_int), "prediction steps of the ranking")
+    eval_batch_size: int = setting(1000, positive_int, "frames per evaluation batch")
+    log_every: int = setting(20, positive_int, "log metrics every N optimiser steps")
+    save_every: int = setting(200, positive_int, "also checkpoint every N optimiser steps inside an epoch")
+    seed: int = setting(0, integer, "seeds the epoch order and torch")
+    amp: bool | str = setting("auto", amp_mode, "bf16 autocast on CUDA, and on CPUs with AMX")
+    grad_clip: float | None = setting(None, optional(positive), "clip the gradient norm; null: no clipping")
+    max_minutes: float | None = setting(None, optional(positive), "training-time budget; stops and checkpoints")
+    final_model: str = setting("best_loss", one_of("best_loss", "last"),
+                               "what the final evaluation ranks: the lowest-loss epoch (C-SWM's choice) or the last")
+    progress: bool = setting(True, boolean, "show a progress bar")
 
 
 def _put(x: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -103,6 +124,8 @@ class WorldModelTrainer:
                  eval_set: EpisodeDataset | None = None, spec: dict[str, Any] | None = None):
         settings.check()
         horizon = int(getattr(objective, "horizon", 1))
+        if settings.window is None:
+            settings = dataclasses.replace(settings, window=horizon)
         if settings.window < horizon:
             raise ConfigError(f"window={settings.window} is shorter than the objective's horizon {horizon}; "
                               f"set window >= {horizon}")
@@ -136,39 +159,25 @@ class WorldModelTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> Path:
-
         import worldssl
 
         write_json(self.ckpt_dir / MODEL_JSON, {**self.spec, "worldssl_version": worldssl.__version__})
-        write_bytes(self.ckpt_dir / "model.safetensors", _tensor_bytes(self.model))
-        write_bytes(self.ckpt_dir / "objective.safetensors", _tensor_bytes(self.objective))
-        state = {"epoch": self.epoch, "position": self.position, "step": self.step,
-                 "optimizer": self.optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                 "history": json.dumps(self.history), "loss_sum": self.loss_sum, "loss_count": self.loss_count,
-                 "best_loss": self.best_loss, "best_epoch": self.best_epoch}
-        torch_save(state, self.ckpt_dir / "train_state.pt")
+        save_module(self.model, self.ckpt_dir / "model.safetensors")
+        save_module(self.objective, self.ckpt_dir / "objective.safetensors")
+        save_train_state(self.ckpt_dir, {
+            "epoch": self.epoch, "position": self.position, "step": self.step,
+            "optimizer": self.optimizer.state_dict(), "rng": rng_state(), "history": json.dumps(self.history),
+            "loss_sum": self.loss_sum, "loss_count": self.loss_count, "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch})
         return self.ckpt_dir
 
     def load(self, ckpt_dir: str | Path) -> None:
         ckpt_dir = Path(ckpt_dir)
-        state_path = ckpt_dir / "train_state.pt"
-        if not state_path.is_file():
-            raise CheckpointError(f"cannot resume: {state_path} is missing; point resume= at a worldmodel run directory")
+        state = load_train_state(ckpt_dir, "worldmodel")
         load_tensors(self.model, ckpt_dir / "model.safetensors", self.device, "world model")
         load_tensors(self.objective, ckpt_dir / "objective.safetensors", self.device, "objective")
-        try:
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unpickler errors have many types
-            raise CheckpointError(f"cannot resume from {ckpt_dir}: corrupt train_state.pt ({type(e).__name__}: {e})") from e
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise CheckpointError(f"cannot resume from {ckpt_dir}: optimizer state does not fit this model ({e}); "
-                                  f"resume with the same encoder/transition/objective") from e
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        load_optimizer(self.optimizer, state["optimizer"], ckpt_dir)
+        restore_train_rng(state)
         self.epoch, self.position, self.step = int(state["epoch"]), int(state["position"]), int(state["step"])
         self.history = json.loads(state["history"])
         self.loss_sum, self.loss_count = float(state["loss_sum"]), int(state["loss_count"])
@@ -197,53 +206,53 @@ class WorldModelTrainer:
 
         s = self.settings
         per_epoch = self.steps_per_epoch
-        start = time.perf_counter()
         bar = tqdm(total=s.epochs * per_epoch, initial=self.epoch * per_epoch + self.position,
                    desc=f"worldmodel {type(self.objective).__name__}", unit="step", disable=not s.progress,
                    mininterval=0.5)
         last: dict[str, float] = {}
         seen, t_log = 0, time.perf_counter()
-        stopped = False
-        while self.epoch < s.epochs and not stopped:
-            order = self.epoch_order(self.epoch)
-            while self.position < per_epoch:
-                rows = order[self.position * s.batch_size:(self.position + 1) * s.batch_size]
-                last = self._step(rows)
-                self.loss_sum += last["wm/loss"]
-                self.loss_count += 1
-                self.position += 1
-                self.step += 1
-                seen += len(rows)
-                bar.update(1)
-                if self.step % s.log_every == 0:
-                    now = time.perf_counter()
-                    metrics = {**last, "time/transitions_per_s": seen / (now - t_log), "epoch": self.epoch}
-                    if logger is not None:
-                        logger.log(metrics, step=self.step)
-                    seen, t_log = 0, now
-                    bar.set_postfix(loss=f"{last.get('wm/loss', float('nan')):.4f}", refresh=False)
-                if self.step % s.save_every == 0:
+        with StopWhen(s.max_minutes) as stop:
+            stopped = False
+            while self.epoch < s.epochs and not stopped:
+                order = self.epoch_order(self.epoch)
+                while self.position < per_epoch:
+                    rows = order[self.position * s.batch_size:(self.position + 1) * s.batch_size]
+                    last = self.update(self.batch(rows))
+                    self.loss_sum += last["wm/loss"]
+                    self.loss_count += 1
+                    self.position += 1
+                    seen += len(rows)
+                    bar.update(1)
+                    if self.step % s.log_every == 0:
+                        now = time.perf_counter()
+                        metrics = {**last, "time/transitions_per_s": seen / (now - t_log), "epoch": self.epoch}
+                        if logger is not None:
+                            logger.log(metrics, step=self.step)
+                        seen, t_log = 0, now
+                        bar.set_postfix(loss=f"{last.get('wm/loss', float('nan')):.4f}", refresh=False)
+                    if self.step % s.save_every == 0:
+                        self.save()
+                    if stop.reason:  # after the step: a run always makes progress
+                        stopped = True
+                        break
+                if self.position >= per_epoch:
+                    self.epoch, self.position = self.epoch + 1, 0
+                    mean = self._end_epoch(logger)
+                    ranking = {}
+                    if s.eval_every and self.epoch % s.eval_every == 0 and self.epoch < s.epochs:
+                        ranking = self._evaluate_and_log(logger)
+                    if mean is not None:
+                        bar.write(epoch_line(self.epoch, mean, self.best_epoch == self.epoch, ranking))
                     self.save()
-                if s.max_minutes is not None and time.perf_counter() - start > 60 * s.max_minutes:
-                    stopped = True
-                    break
-            if self.position >= per_epoch:
-                self.epoch, self.position = self.epoch + 1, 0
-                mean = self._end_epoch(logger)
-                ranking = {}
-                if s.eval_every and self.epoch % s.eval_every == 0 and self.epoch < s.epochs:
-                    ranking = self._evaluate_and_log(logger)
-                if mean is not None:
-                    bar.write(epoch_line(self.epoch, mean, self.best_epoch == self.epoch, ranking))
-                self.save()
-        bar.close()
-        self.save()
+            bar.close()
+            self.save()
+            stop.raise_if_signalled(f"epoch {self.epoch}, step {self.step}", self.run_dir)
         selected = self.selected_model()
         # the epoch whose weights the final evaluation ranks; live weights stopped mid-epoch count as a fraction
         ranked = self.best_epoch if selected is not self.model else self.epoch + self.position / per_epoch
         final = self._evaluate_and_log(logger, selected, final_epoch=ranked)
         return {**{k: float(v) for k, v in last.items() if math.isfinite(float(v))}, **final,
-                "epoch": self.epoch, "step": self.step, "seconds": round(time.perf_counter() - start, 2),
+                "epoch": self.epoch, "step": self.step, "seconds": round(stop.deadline.elapsed, 2),
                 "final_model": s.final_model, "selected_epoch": self.best_epoch if selected is not self.model
                 else self.epoch, "best_loss": self.best_loss if math.isfinite(self.best_loss) else None}
 
@@ -258,7 +267,7 @@ class WorldModelTrainer:
             logger.log({"train/epoch_loss": mean, "train/epoch": self.epoch}, step=self.step)
         if mean < self.best_loss:
             self.best_loss, self.best_epoch = mean, self.epoch
-            write_bytes(self.ckpt_dir / "best" / "model.safetensors", _tensor_bytes(self.model))
+            write_bytes(self.ckpt_dir / "best" / "model.safetensors", module_bytes(self.model))
             write_json(self.ckpt_dir / "best" / MODEL_JSON, {**self.spec, "epoch": self.epoch, "epoch_loss": mean})
         return mean
 
@@ -277,10 +286,16 @@ class WorldModelTrainer:
         load_tensors(model, best, self.device, "world model")
         return model
 
-    def _step(self, rows: np.ndarray) -> dict[str, float]:
-        s = self.settings
+    def batch(self, rows: np.ndarray) -> WorldModelBatch:
+        """The training windows at ``rows`` (indices into the window starts, e.g. a slice of
+        :meth:`epoch_order`), on the trainer's device."""
         episode, t = self.starts[0][rows], self.starts[1][rows]
-        batch = window_batch(self.train_set, episode, t, s.window, self.device)
+        return window_batch(self.train_set, episode, t, self.settings.window, self.device)
+
+    def update(self, batch: WorldModelBatch) -> dict[str, float]:
+        """One optimiser step of the objective on ``batch`` (then its momentum update); counts the step and
+        returns the objective's metrics (``wm/loss``, ...)."""
+        s = self.settings
         self.model.train()
         self.objective.train()
         with autocast(self.device, s.amp, cpu_auto=True):
@@ -295,6 +310,7 @@ class WorldModelTrainer:
             torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], s.grad_clip)
         self.optimizer.step()
         self.objective.update_momentum(self.model)
+        self.step += 1
         return metrics
 
     def _evaluate_and_log(self, logger: Logger | None, model: WorldModel | None = None,
@@ -326,30 +342,9 @@ def epoch_line(epoch: int, loss: float, lowest: bool, ranking: dict[str, float])
     return line
 
 
-def _tensor_bytes(module: torch.nn.Module) -> bytes:
-    from safetensors.torch import save as st_save
-
-    return st_save({k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()})
-
-
 def load_tensors(module: torch.nn.Module, path: Path, device: torch.device | str, what: str) -> None:
-    """Load a safetensors file into ``module`` strictly; CheckpointError naming missing / unexpected keys."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; point at a worldmodel run's checkpoints directory")
-    try:
-        tensors = load_file(str(path), device=str(device))
-    except Exception as e:  # safetensors raises several types on corrupt files
-        raise CheckpointError(f"corrupt checkpoint {path} ({type(e).__name__}: {e}); re-train or restore it") from e
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    wrong = sorted(k for k in own if k in tensors and own[k].shape != tensors[k].shape)
-    if missing or unexpected or wrong:
-        raise CheckpointError(f"{path} is for another {what}: missing {missing[:3]}, unexpected {unexpected[:3]}, "
-                              f"wrong shape {wrong[:3]}; use the encoder/transition/objective it was trained with")
-    module.load_state_dict(tensors, strict=True)
+    """:func:`worldssl.runtime.checkpoint.load_module` with the world-model advice (kept for importers)."""
+    load_module(module, path, device, what=what, fix="use the encoder/transition/objective it was trained with")
 
 
 def build_from_spec(spec: dict[str, Any]) -> tuple[WorldModel, TransitionObjective]:
