@@ -138,7 +138,7 @@ def test_save_load_round_trip_is_bit_identical(case, tmp_path):
     assert doc["format"] == "worldssl-encoder" and doc["version"] == 1 and doc["kind"] == kind
     assert doc["arch_config"] == enc.arch_config() and doc["meta"] == meta
     assert tuple(doc["obs_shape"]) == obs_shape and tuple(doc["out_shape"]) == out_shape
-    assert doc["normalization"]["input"] == "uint8 [0, 255]"
+    assert doc["normalization"]["input"] == "uint8 [0, 255] or float [0, 1] (pixel / 255)"
     for path in (tmp_path / "ckpt", tmp_path / "ckpt" / "encoder.json", tmp_path / "ckpt" / "encoder.safetensors"):
         loaded = load(path)
         assert type(loaded) is type(enc) and loaded.checkpoint_meta == meta

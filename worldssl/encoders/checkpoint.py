@@ -83,7 +83,7 @@ def _normalization(encoder: Encoder) -> dict[str, Any]:
     describe = getattr(encoder, "normalization", None)
     if callable(describe):
         return describe()
-    return {"type": "center", "formula": "x / 255 - 0.5", "input": "uint8 [0, 255]"}
+    return {"type": "center", "formula": "x / 255 - 0.5", "input": "uint8 [0, 255] or float [0, 1] (pixel / 255)"}
 
 
 def _jsonable(o: Any) -> Any:
@@ -409,7 +409,7 @@ class FrameWise(Encoder):
         self.finish_init()
 
     def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs  # the inner encoder normalises each frame
+        return obs  # the inner encoder normalises each frame (same input contract)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape

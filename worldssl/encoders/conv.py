@@ -56,7 +56,7 @@ class ConvEncoder(Encoder):
         return int(out.shape[1])
 
     def forward_conv(self, obs: torch.Tensor) -> torch.Tensor:
-        """Observation (uint8, or float already normalised) -> flattened conv trunk ``(B, conv_out_dim)``."""
+        """Observation (uint8, or float pixel / 255) -> flattened conv trunk ``(B, conv_out_dim)``."""
         self.check_input(obs)
         return self.convs(self.normalize(obs))
 
@@ -72,7 +72,7 @@ class ConvEncoder(Encoder):
         return {"feature_dim": self.feature_dim, "num_filters": self.num_filters, "num_layers": self.num_layers}
 
     def normalization(self) -> dict[str, Any]:
-        return {"type": "center", "formula": "x / 255 - 0.5", "input": "uint8 [0, 255]"}
+        return {"type": "center", "formula": "x / 255 - 0.5", "input": "uint8 [0, 255] or float [0, 1] (pixel / 255)"}
 
 
 def _delta_orthogonal_init(m: nn.Module) -> None:

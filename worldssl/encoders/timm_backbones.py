@@ -28,7 +28,7 @@ VIT_ARCHES = {
 
 
 class _ImageNetNormalized(Encoder):
-    """Shared normalisation: uint8 -> ``(x / 255 - mean) / std`` per channel, stats repeated over stacked frames."""
+    """Shared normalisation: ``(x / 255 - mean) / std`` per channel, stats repeated over stacked frames."""
 
     def _init_normalization(self) -> None:
         channels = self.obs_shape[0]
@@ -40,16 +40,14 @@ class _ImageNetNormalized(Encoder):
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[0, 255]`` -> ImageNet-normalised float; float input is taken as already normalised."""
-        if obs.dtype == torch.uint8:
-            return (obs.float().div_(255.0) - self.pixel_mean) / self.pixel_std
-        return obs
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Float pixels in ``[0, 1]`` -> ImageNet-normalised ``(x - mean) / std``."""
+        return (x - self.pixel_mean) / self.pixel_std
 
     def normalization(self) -> dict[str, Any]:
         imagenet = self.obs_shape[0] % 3 == 0
         return {"type": "imagenet" if imagenet else "half", "formula": "(x / 255 - mean) / std",
-                "input": "uint8 [0, 255]", "mean": self.pixel_mean.flatten().tolist(),
+                "input": "uint8 [0, 255] or float [0, 1] (pixel / 255)", "mean": self.pixel_mean.flatten().tolist(),
                 "std": self.pixel_std.flatten().tolist()}
 
 

@@ -93,14 +93,12 @@ class _MapEncoder(Encoder):
             raise ValueError(f"obs_shape {self.obs_shape} is too small for the {extractor} extractor")
         self.map_shape = (int(maps.shape[-2]), int(maps.shape[-1]))
 
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        """uint8 ``[0, 255]`` -> float in ``[0, 1]`` (C-SWM's input range); float input is taken as normalised."""
-        if obs.dtype == torch.uint8:
-            obs = obs.float().div_(255.0)
-        return obs.contiguous(memory_format=torch.channels_last)
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """Float pixels in ``[0, 1]`` stay as they are (C-SWM's input range), laid out channels-last."""
+        return x.contiguous(memory_format=torch.channels_last)
 
     def normalization(self) -> dict[str, Any]:
-        return {"type": "unit", "formula": "x / 255", "input": "uint8 [0, 255]"}
+        return {"type": "unit", "formula": "x / 255", "input": "uint8 [0, 255] or float [0, 1] (pixel / 255)"}
 
     def object_maps(self, obs: torch.Tensor) -> torch.Tensor:
         """Observation ``(B, C, H, W)`` -> the extractor's maps ``(B, K, h, w)`` in ``[0, 1]`` (for visualising)."""
