@@ -7,15 +7,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.registry import DMC_STANDARD_TASKS
+from envs.registry import DMC_STANDARD_TASKS, dmc_action_repeat
 
 #: Rendering flags switched off by default: on Mesa's software EGL they cost ~4x the frame time.
 FAST_RENDER_FLAGS = {"shadow": False, "reflection": False}
 
 
 def default_action_repeat(domain: str) -> int:
-    """CURL's action repeat: 8 for cartpole, 2 for finger and walker, 4 for the rest."""
-    return {"cartpole": 8, "finger": 2, "walker": 2}.get(domain, 4)
+    """CURL's action repeat: 8 for cartpole, 2 for finger and walker, 4 for the rest (from
+    :func:`envs.registry.dmc_action_repeat`, the one table)."""
+    return dmc_action_repeat(domain)
 
 
 def valid_tasks() -> list[str]:

@@ -112,11 +112,18 @@ class WorldModel(nn.Module):
 class TransitionObjective(nn.Module):
     """A transition objective: ``loss(model, batch) -> (scalar loss, {"wm/...": float})``.
 
-    ``needs_decoder`` tells the builder to attach a pixel decoder to the model; ``update_momentum()`` is
-    called by the training loop after each optimiser step (a no-op without a target network).
+    ``needs_decoder`` tells the builder to attach a pixel decoder to the model; :meth:`attach` is called once
+    after building model and objective; ``update_momentum()`` is called by the training loop after each
+    optimiser step (a no-op without a target network).
     """
 
     needs_decoder: bool = False
+
+    def attach(self, model: WorldModel, latent_shape: int | tuple[int, ...] | None = None) -> TransitionObjective:
+        """Called once right after building ``model`` and this objective, before the optimiser is built and
+        before a state_dict is loaded: objectives with target networks or latent-sized heads create them here
+        (``latent_shape``: the encoder's ``out_shape``). A no-op by default; returns ``self``."""
+        return self
 
     def loss(self, model: WorldModel, batch: WorldModelBatch) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError

@@ -119,9 +119,5 @@ def latent_size(latent_shape: int | tuple[int, ...] | list[int] | None) -> tuple
 
 
 class Objective(TransitionObjective):
-    """A :class:`TransitionObjective` with ``attach(model, latent_shape)``, which the builder / trainer calls
-    once right after building model and objective (before building the optimiser and before loading a
-    state_dict): objectives with target networks or latent-sized heads create them there. A no-op here."""
-
-    def attach(self, model: WorldModel, latent_shape: int | tuple[int, ...] | None = None) -> Objective:
-        return self
+    """The base of this package's objectives: a :class:`TransitionObjective` (``attach`` and
+    ``update_momentum`` are no-ops there), kept as the name they subclass."""
