@@ -18,10 +18,10 @@ from worldssl.data import EpisodeDataset, list_episode_files
 
 def test_help_lists_verbs_and_groups(tmp_path):
     top = run_cli("--help", cwd=tmp_path, check=True).stdout
-    for verb in ("collect", "preview", "bench"):
+    for verb in ("collect", "preview", "pretrain", "eval", "worldmodel", "compare", "train", "bench"):
         assert verb in top
     sub = run_cli("collect", "--help", cwd=tmp_path, check=True).stdout
-    assert "env: cubes, dmc, maze, miniworld, shapes" in sub and "episodes: 100" in sub
+    assert "env: cubes, dmc, maze, miniworld, point, shapes" in sub and "episodes: 100" in sub
 
 
 def test_collect_end_to_end_writes_run_dir_and_dataset(tmp_path):
@@ -44,7 +44,7 @@ def test_collect_end_to_end_writes_run_dir_and_dataset(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["collect", "env=nope"], "unknown env 'nope'; valid env options: cubes, dmc, maze, miniworld, shapes"),
+    (["collect", "env=nope"], "unknown env 'nope'; valid env options: cubes, dmc, maze, miniworld, point, shapes"),
     (["collect", "episodez=3"], "unknown key 'episodez'"),
     (["collect", "episodes=0"], "episodes must be a positive integer"),
     (["collect", "env=dmc", "env.task=cheetah-fly"], "unknown DMC task 'cheetah-fly'"),
