@@ -3,10 +3,16 @@
 Episode ``i`` is always collected with the seed ``episode_seed(seed, i)``, whichever worker runs it and
 however often the command was interrupted, so a resumed or parallel collection writes the same data as a
 single uninterrupted one.
+
+``policy`` is ``random`` (uniform over the action space) or a ``worldssl train`` run directory: its agent acts
+(:class:`AgentPolicy`), on the stack of its last ``k`` frames as in training, while the dataset stores single
+frames. The agent's torch RNG is seeded from the episode seed, so a sampling policy is as reproducible as the
+random one, whichever process rolls the episode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import queue
 import time
@@ -21,9 +27,13 @@ import numpy as np
 from worldssl.data.episodes import list_episode_files, read_manifest, write_episode, write_manifest
 from worldssl.runtime.errors import ConfigError, DataError
 
+#: the built-in policies; any other ``policy`` is a ``worldssl train`` run directory
 POLICIES = ("random",)
+#: how an agent policy acts: ``sample`` from its stochastic policy (as in training), or its ``mean`` action (as in
+#: evaluation)
+POLICY_MODES = ("sample", "mean")
 #: manifest fields that must match for a rerun to append to an existing dataset
-_IDENTITY = ("env_id", "env_kwargs", "max_episode_steps", "seed", "policy")
+_IDENTITY = ("env_id", "env_kwargs", "max_episode_steps", "seed", "policy", "policy_mode")
 
 
 @dataclass(frozen=True)
@@ -35,9 +45,10 @@ class CollectSpec:
     out: str
     episodes: int
     seed: int = 0
-    policy: str = "random"
+    policy: str = "random"  # "random" or a `worldssl train` run directory (see resolve_policy)
     max_episode_steps: int | None = None
     frame_stack: int | None = None  # recorded for readers; frames are stored unstacked
+    policy_mode: str = "sample"  # agent policies: "sample" or "mean" (ignored by random)
 
     def make_env(self):
         import envs
@@ -76,19 +87,147 @@ def space_spec(space) -> dict[str, Any]:
     raise ConfigError(f"cannot store actions of space {space}; only Discrete and Box are supported")
 
 
-def run_episode(env, seed: int, policy: str = "random",
+def resolve_policy(policy: str) -> str:
+    """``random``, or the absolute path of the ``worldssl train`` run directory ``policy`` names (the run or its
+    ``checkpoints/``); anything else is a one-line :class:`ConfigError` saying what it is instead."""
+    if policy in POLICIES:
+        return policy
+    path = Path(policy)
+    if not path.exists():
+        raise ConfigError(f"policy={policy}: no such directory; give {' or '.join(POLICIES)}, or a `worldssl train` "
+                          f"run directory")
+    from agents.loop import AGENT_JSON
+
+    if (path / "checkpoints" / AGENT_JSON).is_file():
+        return str(path.resolve())
+    if path.name == "checkpoints" and (path / AGENT_JSON).is_file():
+        return str(path.parent.resolve())
+    if (path / "model.json").is_file() or (path / "checkpoints" / "model.json").is_file():
+        what = "a `worldssl worldmodel` run (it has no policy to act with)"
+    elif (path / "encoder.json").is_file() or (path / "checkpoints" / "encoder" / "encoder.json").is_file() \
+            or path.suffix in (".pth", ".pt", ".tar", ".ckpt", ".safetensors"):
+        what = "an encoder checkpoint (it has no policy to act with)"
+    else:
+        what = "not a `worldssl train` run directory (no checkpoints/agent.json)"
+    raise ConfigError(f"policy={policy} is {what}; give {' or '.join(POLICIES)}, or a `worldssl train` run "
+                      f"directory")
+
+
+class AgentPolicy:
+    """A trained agent acting in a single-frame env: it keeps the last ``k`` frames (the first one repeated on
+    reset, as :class:`envs.wrappers.FrameStack` does), acts on their stack and rescales its ``[-1, 1]`` actions to
+    the env's box exactly as the training loop does (``AgentTrainer._to_env``).
+
+    ``mode`` ``sample`` draws from the stochastic policy (``act(obs, eval_mode=False)``), ``mean`` takes its mean
+    (``eval_mode=True``). Inference runs on the CPU with one torch thread, so every process computes the same
+    actions.
+    """
+
+    def __init__(self, run_dir: str | Path, mode: str = "sample"):
+        import torch
+
+        from agents.loop import load_agent
+
+        if mode not in POLICY_MODES:
+            raise ConfigError(f"policy_mode must be one of {', '.join(POLICY_MODES)}, got {mode!r}")
+        self.run_dir = Path(resolve_policy(str(run_dir)))
+        self.mode = mode
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights; the caller's RNG is untouched
+            self.agent, self.spec = load_agent(self.run_dir, device="cpu")
+        self.obs_shape = tuple(int(s) for s in self.spec["obs_shape"])
+        self.k = 1
+        self._frames: list[np.ndarray] = []
+        self._low = self._high = None
+
+    def check_env(self, env) -> None:
+        """A one-line :class:`ConfigError` unless ``env``'s frames stack to the agent's observation and its action
+        space is a box of the agent's action size; sets ``k`` and the action bounds."""
+        import gymnasium as gym
+
+        frame = tuple(env.observation_space.shape)
+        obs = self.obs_shape
+        if len(frame) != 3 or frame[1:] != obs[1:] or obs[0] % frame[0]:
+            raise ConfigError(f"policy={self.run_dir} acts on observations {obs} but the env gives frames {frame}; "
+                              f"collect with the run's env (omit env=) or one with the same image size")
+        space = env.action_space
+        if not isinstance(space, gym.spaces.Box) or tuple(space.shape) != (int(self.spec["action_dim"]),):
+            raise ConfigError(f"policy={self.run_dir} outputs {self.spec['action_dim']} continuous action(s) but the "
+                              f"env's action space is {space}; collect with the run's env (omit env=)")
+        self.k = obs[0] // frame[0]
+        self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
+
+    def reset(self, frame: np.ndarray) -> None:
+        self._frames = [frame] * self.k
+
+    def observe(self, frame: np.ndarray) -> None:
+        self._frames = [*self._frames[1:], frame]
+
+    def observation(self) -> np.ndarray:
+        """The agent's input now: the stacked frames ``(k*C, H, W)``."""
+        return np.concatenate(self._frames, axis=0)
+
+    def __call__(self) -> np.ndarray:
+        """The env action for the current stack."""
+        obs = self.observation()
+        x = self.agent.encode(obs) if self.agent.caches_features else obs
+        a = self.agent.act(x, eval_mode=self.mode == "mean")
+        return self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+
+
+class _EpisodeRNG:
+    """While an agent rolls one episode: torch's CPU RNG seeded from the episode seed and one torch thread; the
+    caller's RNG state and thread count are restored afterwards."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        import torch
+
+        self._threads = torch.get_num_threads()
+        self._fork = torch.random.fork_rng(devices=[])
+        self._fork.__enter__()
+        torch.manual_seed(self.seed)
+        torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._threads)
+        return self._fork.__exit__(*exc)
+
+
+def run_episode(env, seed: int, policy: str | AgentPolicy = "random",
                 on_steps: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Roll out one episode and return its arrays in the episode-file layout."""
+    """Roll out one episode and return its arrays in the episode-file layout.
+
+    ``policy``: ``"random"``, or an :class:`AgentPolicy` (checked against ``env`` with ``check_env`` first).
+    """
+    if isinstance(policy, AgentPolicy):
+        if policy._low is None:
+            policy.check_env(env)
+        with _EpisodeRNG(seed):
+            return _rollout(env, seed, policy, on_steps)
     if policy not in POLICIES:
-        raise ConfigError(f"unknown policy {policy!r}; valid: {', '.join(POLICIES)}")
+        raise ConfigError(f"unknown policy {policy!r}; valid: {', '.join(POLICIES)}, or an AgentPolicy")
+    return _rollout(env, seed, None, on_steps)
+
+
+def _rollout(env, seed: int, agent: AgentPolicy | None,
+             on_steps: Callable[[int], None] | None) -> dict[str, np.ndarray]:
     obs, info = env.reset(seed=seed)
     env.action_space.seed(seed)
+    if agent is not None:
+        agent.reset(obs)
     frames, states = [obs], [info.get("state")]
     actions, rewards, terms, truncs = [], [], [], []
     done, pending = False, 0
     while not done:
-        action = env.action_space.sample()
+        action = env.action_space.sample() if agent is None else agent()
         obs, reward, terminated, truncated, info = env.step(action)
+        if agent is not None:
+            agent.observe(obs)
         frames.append(obs)
         states.append(info.get("state"))
         actions.append(action)
@@ -137,6 +276,7 @@ def _manifest_for(spec: CollectSpec, env) -> dict[str, Any]:
         "max_episode_steps": spec.max_episode_steps,
         "seed": spec.seed,
         "policy": spec.policy,
+        **({} if spec.policy in POLICIES else {"policy_mode": spec.policy_mode}),
         "frame_shape": list(obs_space.shape),
         "frame_stack": int(frame_stack),
         "action_space": space_spec(env.action_space),
@@ -153,11 +293,21 @@ def _check_same(existing: dict[str, Any], wanted: dict[str, Any], out: Path) -> 
                             f"{wanted.get(key)!r}; use a new out= directory or the original settings to append")
 
 
+def make_policy(spec: CollectSpec, env) -> str | AgentPolicy:
+    """``"random"``, or the spec's agent loaded and checked against ``env`` (each worker process loads its own)."""
+    if spec.policy in POLICIES:
+        return spec.policy
+    policy = AgentPolicy(spec.policy, spec.policy_mode)
+    policy.check_env(env)
+    return policy
+
+
 def _worker(spec: CollectSpec, indices: list[int], messages: mp.Queue) -> None:
     try:
         env = spec.make_env()
+        policy = make_policy(spec, env)
         for index in indices:
-            arrays = run_episode(env, episode_seed(spec.seed, index), spec.policy,
+            arrays = run_episode(env, episode_seed(spec.seed, index), policy,
                                  on_steps=lambda n: messages.put(("steps", n)))
             write_episode(spec.out, index, arrays)
             messages.put(("episode", index, float(arrays["reward"].sum()), len(arrays["action"])))
@@ -174,8 +324,11 @@ def collect(spec: CollectSpec, workers: int = 1, progress: bool = True,
         raise ConfigError(f"episodes must be >= 1, got {spec.episodes}")
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if spec.policy not in POLICIES:  # record the run directory as one absolute path, whatever spelling was given
+        spec = dataclasses.replace(spec, policy=resolve_policy(spec.policy))
     out = Path(spec.out)
     env = spec.make_env()
+    policy = make_policy(spec, env)  # a wrong run or env is one line here, before any worker starts
     manifest = _manifest_for(spec, env)
     env.close()
     if (out / "manifest.json").exists():
@@ -195,7 +348,7 @@ def collect(spec: CollectSpec, workers: int = 1, progress: bool = True,
             on_episode(index, ret, length)
 
     if todo and workers == 1:
-        _run_inline(spec, todo, progress, record)
+        _run_inline(spec, policy, todo, progress, record)
     elif todo:
         _run(spec, todo, min(workers, len(todo)), progress, record)
     files = list_episode_files(out)
@@ -217,12 +370,12 @@ def _bar(spec: CollectSpec, total: int, progress: bool):
     return tqdm(total=total, unit="ep", desc=f"collect {spec.env_id}", disable=not progress, mininterval=0.5)
 
 
-def _run_inline(spec: CollectSpec, todo: list[int], progress: bool,
+def _run_inline(spec: CollectSpec, policy: str | AgentPolicy, todo: list[int], progress: bool,
                 on_episode: Callable[[int, float, int], None]) -> None:
     env, steps, t0 = spec.make_env(), 0, time.perf_counter()
     with _bar(spec, len(todo), progress) as bar:
         for index in todo:
-            arrays = run_episode(env, episode_seed(spec.seed, index), spec.policy)
+            arrays = run_episode(env, episode_seed(spec.seed, index), policy)
             write_episode(spec.out, index, arrays)
             ret, n = float(arrays["reward"].sum()), len(arrays["action"])
             steps += n
