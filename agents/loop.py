@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from worldssl.runtime.checkpoint import (
-    Deadline,
-    StopOnSignal,
+    StopWhen,
     load_module,
     load_optimizer,
     load_train_state,
@@ -49,30 +48,43 @@ from worldssl.runtime.checkpoint import (
 from worldssl.runtime.errors import ConfigError, WorldsslError
 from worldssl.runtime.io import write_bytes, write_json
 from worldssl.runtime.logger import Logger
+from worldssl.runtime.settings import (
+    Settings,
+    between,
+    boolean,
+    integer,
+    non_negative_int,
+    optional,
+    positive,
+    positive_int,
+    setting,
+)
 
 AGENT_JSON = "agent.json"
 AGENT_WEIGHTS = "agent.safetensors"
 
 
 @dataclass
-class LoopSettings:
-    """How long to train and how often to evaluate, log and checkpoint (frames include action repeat)."""
+class LoopSettings(Settings):
+    """How long to train and how often to evaluate, log and checkpoint (frames include action repeat).
 
-    frames: int = 100_000  # env frames to train for, action repeat included
-    seed_frames: int = 4_000  # uniform random actions before the first update (DrQ: 4,000)
-    batch_size: int = 256
-    update_every_steps: int = 1  # one update every N agent steps
-    nstep: int = 1  # n-step returns, computed by the replay at sample time
-    discount: float = 0.99
-    replay_capacity: int | None = None  # in frames; None: room for the whole run
-    eval_every_frames: int = 10_000
-    eval_episodes: int = 10
-    save_every_frames: int = 10_000  # checkpoint at the first episode end after every N frames
-    log_every: int = 100  # updates between train/* metric rows
-    video: bool = True  # mp4 of the first eval episode of each evaluation
-    seed: int = 0
-    max_minutes: float | None = None  # wall-clock budget: checkpoint, evaluate and stop when spent
-    progress: bool = True
+    Each field is also a ``worldssl train`` key, validated from its declaration here (``runtime.settings``)."""
+
+    frames: int = setting(100_000, positive_int, "env frames to train for, action repeat included")
+    seed_frames: int = setting(4_000, non_negative_int, "uniform random actions before the first update")
+    batch_size: int = setting(256, positive_int, "replay batch per update")
+    update_every_steps: int = setting(1, positive_int, "one update every N agent steps")
+    nstep: int = setting(1, positive_int, "n-step returns, computed by the replay at sample time")
+    discount: float = setting(0.99, between(0.0, 1.0 + 1e-9), "discount per agent step")
+    replay_capacity: int | None = setting(None, optional(positive_int), "replay size in frames; null: the run")
+    eval_every_frames: int = setting(10_000, positive_int, "frames between evaluations")
+    eval_episodes: int = setting(10, positive_int, "episodes per evaluation")
+    save_every_frames: int = setting(10_000, positive_int, "checkpoint at the first episode end after N frames")
+    log_every: int = setting(100, positive_int, "updates between train/* metric rows")
+    video: bool = setting(True, boolean, "mp4 of the first eval episode of each evaluation")
+    seed: int = setting(0, integer, "seed of weights, episodes, replay sampling and exploration")
+    max_minutes: float | None = setting(None, optional(positive), "wall-clock budget; null: none")
+    progress: bool = setting(True, boolean, "progress bar")
 
 
 def episode_seed(seed: int, index: int, stream: int = 0) -> int:
@@ -227,7 +239,7 @@ class AgentTrainer:
         from agents.sac import NonFiniteLoss
 
         s = self.s
-        deadline = Deadline(s.max_minutes)
+        s.check()
         wall0 = self.wall
         self._ensure_replay_manifest()
         bar = tqdm(total=s.frames, initial=min(self.frame, s.frames), unit="frame", unit_scale=True,
@@ -237,7 +249,8 @@ class AgentTrainer:
         acc: dict[str, list[float]] = {}
         stopped = None
         frames_t0, t0 = self.frame, time.perf_counter()
-        with StopOnSignal() as stop:
+        with StopWhen(s.max_minutes) as stop:
+            deadline = stop.deadline
             while self.frame < s.frames and stopped is None:
                 if self.frame >= self.next_eval:
                     self._evaluate_and_log(logger, bar)
@@ -275,7 +288,7 @@ class AgentTrainer:
                     self.step += 1
                     ret += float(r)
                     bar.update(self.action_repeat)
-                    stopped = "SIGTERM" if stop else ("max_minutes" if deadline.expired else None)
+                    stopped = stop.reason
                     # a stop or the end of the budget closes the episode as a time limit would: it bootstraps
                     cut = stopped is not None or self.frame >= s.frames
                     truncated = bool(truncated) or (cut and not terminated)
@@ -289,17 +302,17 @@ class AgentTrainer:
                     self.next_save = (self.frame // s.save_every_frames + 1) * s.save_every_frames
                     self._save_timed(wall0, deadline)
             self._save_timed(wall0, deadline)
-        if stopped != "SIGTERM" and (not self.history or self.history[-1]["frame"] < self.frame):
-            self._evaluate_and_log(logger, bar)
-            self._save_timed(wall0, deadline)
-        bar.close()
-        summary = self.summary(stopped)
-        if stopped:
-            bar.write(f"train: stopped by {stopped} at frame {self.frame}; checkpoint in {self.ckpt_dir} "
-                      f"(resume=RUN_DIR continues)")
+            if stopped in (None, "max_minutes") and (not self.history or self.history[-1]["frame"] < self.frame):
+                self._evaluate_and_log(logger, bar)
+                self._save_timed(wall0, deadline)
+            bar.close()
+            summary = self.summary(stopped)
+            if stopped is not None:
+                logger.summary(summary)  # what the run reached, before a signal ends the process
+                stop.raise_if_signalled(f"at frame {self.frame}", self.run_dir)
         return summary
 
-    def _save_timed(self, wall0: float, deadline: Deadline) -> None:
+    def _save_timed(self, wall0: float, deadline: Any) -> None:
         self.wall = wall0 + deadline.elapsed
         self.save()
 

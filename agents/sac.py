@@ -33,6 +33,16 @@ from torch import nn
 
 from agents.encoders import Features
 from worldssl.data.augment import random_shift
+from worldssl.runtime.settings import (
+    Settings,
+    between,
+    non_negative,
+    non_negative_int,
+    number,
+    positive,
+    positive_int,
+    setting,
+)
 from worldssl.ssl.momentum import update_momentum
 
 
@@ -45,24 +55,23 @@ class NonFiniteLoss(FloatingPointError):
 
 
 @dataclass
-class SACConfig:
-    """Hyper-parameters (defaults: DrQ / CURL for DMC)."""
+class SACConfig(Settings):
+    """Hyper-parameters (defaults: DrQ / CURL for DMC); each is an ``agent.<name>`` key of ``worldssl train``."""
 
-    lr: float = 1e-3  # Adam learning rate of actor, critic and encoder
-    alpha_lr: float = 1e-4  # temperature learning rate
-    feature_dim: int = 50  # width of the actor's and critic's Linear-LayerNorm-tanh trunk
-    hidden_dim: int = 1024  # MLP width
-    gamma: float = 0.99  # only for logging the horizon; the replay bakes gamma**m into batch.discount
-    critic_tau: float = 0.01  # target critic Polyak rate
-    encoder_tau: float = 0.05  # momentum key encoder rate (curl / decoupled)
-    actor_update_every: int = 2
-    target_update_every: int = 2
-    init_temperature: float = 0.1
-    log_std_min: float = -10.0
-    log_std_max: float = 2.0
-    augment_pad: int = 4  # random shift of up to this many pixels (0: none)
-    aux_dim: int = 128  # projection width of the contrastive auxiliary loss
-    aux_weight: float = 1.0
+    lr: float = setting(1e-3, positive, "Adam learning rate of actor, critic and encoder")
+    alpha_lr: float = setting(1e-4, positive, "temperature learning rate")
+    feature_dim: int = setting(50, positive_int, "width of the actor's and critic's Linear-LayerNorm-tanh trunk")
+    hidden_dim: int = setting(1024, positive_int, "MLP width")
+    critic_tau: float = setting(0.01, between(0.0, 1.0 + 1e-9), "target critic Polyak rate")
+    encoder_tau: float = setting(0.05, between(0.0, 1.0 + 1e-9), "momentum key encoder rate (curl / decoupled)")
+    actor_update_every: int = setting(2, positive_int, "actor and temperature update every N critic updates")
+    target_update_every: int = setting(2, positive_int, "soft target update every N critic updates")
+    init_temperature: float = setting(0.1, positive, "initial SAC temperature alpha")
+    log_std_min: float = setting(-10.0, number, "policy log-std lower bound")
+    log_std_max: float = setting(2.0, number, "policy log-std upper bound")
+    augment_pad: int = setting(4, non_negative_int, "random shift of up to N pixels (0: none)")
+    aux_dim: int = setting(128, positive_int, "projection width of the contrastive auxiliary loss")
+    aux_weight: float = setting(1.0, non_negative, "weight of the CURL loss beside the critic's")
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
@@ -159,6 +168,7 @@ class SACAgent(nn.Module):
                  device: str | torch.device = "cpu"):
         super().__init__()
         self.cfg = cfg = cfg or SACConfig()
+        cfg.check()
         self.mode = mode
         self.device = torch.device(device)
         self.action_dim = int(action_dim)

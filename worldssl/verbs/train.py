@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,6 @@ from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
 log = logging.getLogger("worldssl.train")
-_POSITIVE = ("frames", "batch_size", "update_every_steps", "nstep", "eval_every_frames", "eval_episodes",
-             "save_every_frames", "log_every")
 #: keys a resumed run takes from the command line; everything else comes from the run's own config.yaml
 _RESUME_KEYS = ("frames", "max_minutes", "progress", "device", "threads", "video", "eval_episodes")
 
@@ -31,7 +28,10 @@ _RESUME_KEYS = ("frames", "max_minutes", "progress", "device", "threads", "video
 def validate(cfg: Any) -> None:
     from agents import AGENTS
     from agents.encoders import MODES
+    from agents.loop import LoopSettings
+    from agents.sac import SACConfig
     from envs.config import env_config
+    from worldssl.runtime.settings import settings_from
 
     if cfg.resume:
         if not (Path(cfg.resume) / "checkpoints" / "train_state.pt").is_file():
@@ -45,17 +45,10 @@ def validate(cfg: Any) -> None:
     if cfg.encoder.get("kind", "conv") != "conv":
         raise ConfigError(f"worldssl train builds its scratch encoder from encoder=conv, got encoder kind "
                           f"{cfg.encoder.get('kind')!r}; for another encoder give encoder.checkpoint=PATH")
-    for key in _POSITIVE:
-        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
-            raise ConfigError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    if not isinstance(cfg.seed_frames, int) or cfg.seed_frames < 0:
-        raise ConfigError(f"seed_frames must be an integer >= 0, got {cfg.seed_frames!r}")
-    if not 0.0 < float(cfg.discount) <= 1.0:
-        raise ConfigError(f"discount must be in (0, 1], got {cfg.discount!r}")
-    if cfg.max_minutes is not None and not float(cfg.max_minutes) > 0:
-        raise ConfigError(f"max_minutes must be > 0 or null, got {cfg.max_minutes!r}")
-    if not float(cfg.agent.lr) > 0:
-        raise ConfigError(f"agent.lr must be > 0, got {cfg.agent.lr!r}")
+    settings_from(LoopSettings, cfg)  # every loop key, checked as declared on its field
+    settings_from(SACConfig, cfg.agent)  # every agent.<key>
+    if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
+        raise ConfigError(f"threads must be a positive integer or null, got {cfg.threads!r}")
     ckpt = cfg.encoder.get("checkpoint")
     if ckpt and not Path(ckpt).exists():
         raise ConfigError(f"encoder.checkpoint {ckpt} does not exist; give a `worldssl pretrain` run's "
@@ -83,15 +76,6 @@ def _resumed_config(cfg: Any) -> Any:
     return saved
 
 
-def settings_from(cfg: Any) -> Any:
-    from agents.loop import LoopSettings
-
-    names = {f.name for f in dataclasses.fields(LoopSettings)}
-    values = {k: cfg[k] for k in names if k in cfg}
-    values["progress"] = bool(cfg.progress)
-    return LoopSettings(**values)
-
-
 def agent_spec(cfg: Any, obs_shape: tuple[int, ...], action_dim: int) -> dict[str, Any]:
     """What :func:`agents.build_agent` needs (written to ``checkpoints/agent.json``)."""
     agent = OmegaConf.to_container(cfg.agent, resolve=True)
@@ -108,10 +92,11 @@ def train(cfg: Any, directory: Path) -> dict[str, Any]:
     import torch
 
     from agents import build_agent
-    from agents.loop import AgentTrainer, check_continuous, curves_figure
+    from agents.loop import AgentTrainer, LoopSettings, check_continuous, curves_figure
     from envs.config import env_config
     from worldssl.runtime.device import resolve_device, seed_everything
     from worldssl.runtime.io import save_figure
+    from worldssl.runtime.settings import settings_from
 
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -123,7 +108,8 @@ def train(cfg: Any, directory: Path) -> dict[str, Any]:
     spec = agent_spec(cfg, env.observation_space.shape, int(env.action_space.shape[0]))
     agent = build_agent(spec, device=device)
     env_info = {"env_id": env_cfg.id, "env_kwargs": env_cfg.kwargs, "max_episode_steps": env_cfg.max_episode_steps}
-    trainer = AgentTrainer(agent, env, eval_env, settings_from(cfg), directory, spec=spec, env_info=env_info)
+    settings = settings_from(LoopSettings, cfg)
+    trainer = AgentTrainer(agent, env, eval_env, settings, directory, spec=spec, env_info=env_info)
     if cfg.resume:
         trainer.load(directory / "checkpoints")
         log.info("resumed at frame %d (episode %d)", trainer.frame, trainer.episode)
