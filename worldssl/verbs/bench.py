@@ -13,7 +13,8 @@ from worldssl.runtime.io import atomic_open
 from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
-BENCHES = {"envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl", "worldmodel": "worldssl.bench.worldmodel"}
+BENCHES = {"envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl", "worldmodel": "worldssl.bench.worldmodel",
+           "agents": "worldssl.bench.agents"}
 
 
 def validate(cfg: Any) -> None:
