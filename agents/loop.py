@@ -360,7 +360,7 @@ class AgentTrainer:
                 "frames": self.frame, "steps": self.step, "episodes": self.episode, "updates": self.agent.updates,
                 "wall_seconds": round(self.wall, 1), "frames_per_second": round(self.frame / self.wall, 1)
                 if self.wall > 0 else None, "stopped_by": stopped, "finished": self.frame >= self.s.frames,
-                "eval_history": self.history, "settings": asdict(self.s), "agent": self.spec}
+                "eval_history": self.history, "settings": asdict(self.s), "agent_spec": self.spec}
 
 
 def curves_figure(history: list[dict[str, float]], title: str = "") -> Any:

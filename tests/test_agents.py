@@ -328,3 +328,18 @@ def test_sigterm_checkpoints_and_exits(tmp_path):
     out = _cli([f"resume={run}", "frames=" + str(summary["frames"] + 50), "progress=false"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((run / "summary.json").read_text())["frames"] >= summary["frames"] + 50
+
+
+@pytest.mark.parametrize("env_args", [
+    ["env=dmc", "env.task=cartpole-swingup", "env.kwargs.image_size=64", "encoder.mode=curl"],
+    ["env=dmc", "env.task=reacher-easy", "env.kwargs.image_size=64", "encoder.mode=frozen"],
+    ["env=maze", "env.kwargs.action_type=continuous", "env.max_episode_steps=40", "encoder.mode=decoupled"],
+], ids=["dmc-cartpole-curl", "dmc-reacher-frozen", "maze-continuous-decoupled"])
+def test_cli_trains_on_dmc_and_the_maze(tmp_path, env_args):
+    run = tmp_path / "run"
+    out = _cli([*env_args, "frames=320", "seed_frames=80", "batch_size=8", "agent.hidden_dim=32",
+                "eval_every_frames=100000", "eval_episodes=1", "video=false", "threads=1", "progress=false",
+                f"hydra.run.dir={run}"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["frames"] >= 320 and summary["updates"] > 0 and np.isfinite(summary["final_eval_return"])

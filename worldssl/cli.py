@@ -35,7 +35,7 @@ VERBS: dict[str, tuple[str, str, str]] = {
                 "worldssl compare objectives=[contrastive,generative_ae] seeds=[0,1]"),
     "train": ("worldssl.verbs.train", "train an agent from pixels (agent=sac; encoder.mode=scratch|frozen|finetune|curl|decoupled)",
               "worldssl train env=dmc env.task=cartpole-swingup encoder.mode=scratch frames=100000"),
-    "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs | ssl | worldmodel)",
+    "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs | ssl | worldmodel | agents)",
               "worldssl bench envs"),
 }
 #: verbs whose first bare word picks what to do (``worldssl bench envs`` == ``worldssl bench what=envs``)
