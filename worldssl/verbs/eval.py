@@ -1,5 +1,6 @@
 """``worldssl eval WHAT``: judge a representation (``probe``: state probes from frozen features; ``curves``:
-per-epoch training loss and ranking of world-model runs, as a table and a PNG)."""
+per-epoch training loss and ranking of world-model runs, as a table and a PNG; ``returns``: eval returns of
+``worldssl train`` runs grouped by label, with 95% intervals over seeds and the curves)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from worldssl.runtime.settings import (
 )
 from worldssl.verbs._run import probe_summary, run_dir, save_config
 
-WHAT = ("probe", "curves")
+WHAT = ("probe", "curves", "returns")
 
 
 @dataclasses.dataclass
@@ -44,6 +45,13 @@ class ProbeSettings(Settings):
 def validate(cfg: Any) -> None:
     if cfg.what not in WHAT:
         raise ConfigError(f"unknown evaluation {cfg.what!r}; valid: {', '.join(WHAT)} (e.g. `worldssl eval probe`)")
+    if cfg.what == "returns":
+        if not cfg.runs:
+            raise ConfigError("runs= is required: train run directories, e.g. worldssl eval returns "
+                              "runs=[runs/train/A,runs/train/B] labels=[scratch,scratch]")
+        if cfg.at_frame is not None and (not isinstance(cfg.at_frame, int) or cfg.at_frame < 0):
+            raise ConfigError(f"at_frame must be a frame count >= 0 or null, got {cfg.at_frame!r}")
+        return
     if cfg.what == "curves":
         if not cfg.runs:
             raise ConfigError("runs= is required: worldmodel run directories, e.g. worldssl eval curves "
@@ -63,7 +71,31 @@ def run(cfg: Any) -> dict[str, Any]:
     validate(cfg)
     if cfg.what == "curves":
         return curves(cfg)
+    if cfg.what == "returns":
+        return returns(cfg)
     return probe(cfg)
+
+
+def returns(cfg: Any) -> dict[str, Any]:
+    """``eval returns``: final / best eval return per label over its seeds, as a table, markdown and a PNG."""
+    from worldssl.eval.returns import format_returns, group_returns, returns_figure, returns_table
+    from worldssl.runtime.io import atomic_open, save_figure
+
+    directory = run_dir()
+    save_config(cfg, directory)
+    runs = _as_list(cfg.runs)
+    labels = _as_list(cfg.labels) if cfg.labels is not None else None
+    groups = group_returns(runs, labels)
+    rows = returns_table(groups, cfg.at_frame)
+    print(format_returns(rows))
+    with atomic_open(directory / "returns.md", "w") as f:
+        f.write(format_returns(rows, markdown=True) + "\n")
+    path = save_figure(returns_figure(groups, cfg.title or ""), cfg.out or directory / "returns.png")
+    print(f"returns: {path}")
+    summary = {"rows": rows, "plot": str(path)}
+    with Logger(directory, tensorboard=False) as logger:
+        logger.summary(summary)
+    return summary
 
 
 def curves(cfg: Any) -> dict[str, Any]:
