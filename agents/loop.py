@@ -92,6 +92,11 @@ def episode_seed(seed: int, index: int, stream: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def scale_action(a: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """An agent's action in ``[-1, 1]`` mapped onto the env's box ``[low, high]``."""
+    return low + (a + 1.0) * 0.5 * (high - low)
+
+
 def stack_frames(frames: np.ndarray, k: int) -> np.ndarray:
     """Single frames ``(T+1, C, H, W)`` of one episode -> stacked observations ``(T+1, k*C, H, W)``, the first
     frame repeated at the start exactly as ``envs.wrappers.FrameStack`` does online."""
@@ -186,8 +191,7 @@ class AgentTrainer:
 
     # ---------------------------------------------------------------------------------------- acting
     def _to_env(self, a: np.ndarray) -> np.ndarray:
-        """Agent actions live in ``[-1, 1]``; the env's box may not."""
-        return self.low + (a + 1.0) * 0.5 * (self.high - self.low)
+        return scale_action(a, self.low, self.high)
 
     def _policy_input(self, obs: np.ndarray, feature: np.ndarray | None) -> np.ndarray:
         return feature if self.agent.caches_features else obs
@@ -246,6 +250,7 @@ class AgentTrainer:
                    desc=f"train {self.spec.get('agent', 'agent')}/{self.spec.get('mode', '')}",
                    disable=not s.progress, mininterval=0.5)
         seed_steps = s.seed_frames // self.action_repeat
+        ready = False  # the replay holds a batch (len() scans the ring, so it is asked only until it does)
         acc: dict[str, list[float]] = {}
         stopped = None
         frames_t0, t0 = self.frame, time.perf_counter()
@@ -265,8 +270,8 @@ class AgentTrainer:
                         a = self.rng.uniform(-1.0, 1.0, size=self.low.shape).astype(np.float32)
                     else:
                         a = self.agent.act(self._policy_input(obs, feature), eval_mode=False)
-                    if self.step >= seed_steps and len(self.replay) >= s.batch_size \
-                            and self.step % s.update_every_steps == 0:
+                    ready = ready or (self.step >= seed_steps and len(self.replay) >= s.batch_size)
+                    if ready and self.step % s.update_every_steps == 0:
                         try:
                             metrics = self.agent.update(self.replay.sample(s.batch_size, self.rng))
                         except NonFiniteLoss as e:

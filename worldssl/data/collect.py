@@ -116,7 +116,7 @@ def resolve_policy(policy: str) -> str:
 class AgentPolicy:
     """A trained agent acting in a single-frame env: it keeps the last ``k`` frames (the first one repeated on
     reset, as :class:`envs.wrappers.FrameStack` does), acts on their stack and rescales its ``[-1, 1]`` actions to
-    the env's box exactly as the training loop does (``AgentTrainer._to_env``).
+    the env's box exactly as the training loop does (:func:`agents.loop.scale_action`).
 
     ``mode`` ``sample`` draws from the stochastic policy (``act(obs, eval_mode=False)``), ``mean`` takes its mean
     (``eval_mode=True``). Inference runs on the CPU with one torch thread, so every process computes the same
@@ -170,8 +170,9 @@ class AgentPolicy:
         """The env action for the current stack."""
         obs = self.observation()
         x = self.agent.encode(obs) if self.agent.caches_features else obs
-        a = self.agent.act(x, eval_mode=self.mode == "mean")
-        return self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+        from agents.loop import scale_action
+
+        return scale_action(self.agent.act(x, eval_mode=self.mode == "mean"), self._low, self._high)
 
 
 class _EpisodeRNG:
