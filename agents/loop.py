@@ -198,42 +198,37 @@ class AgentTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """``eval_episodes`` episodes with the deterministic policy, from fixed start seeds; one video."""
-        returns, video = [], []
+        returns, successes, video = [], [], []
+        goal_radius = getattr(self.eval_env.unwrapped, "goal_radius", None)  # the maze: success within it
         for i in range(self.s.eval_episodes):
-            obs, _ = self.eval_env.reset(seed=episode_seed(self.s.seed, i, stream=1))
+            obs, info = self.eval_env.reset(seed=episode_seed(self.s.seed, i, stream=1))
             done, ret = False, 0.0
             while not done:
                 if i == 0 and self.s.video:
                     video.append(self._frame_of(obs))
                 feature = self.agent.encode(obs) if self.agent.caches_features else None
                 a = self.agent.act(self._policy_input(obs, feature), eval_mode=True)
-                obs, r, terminated, truncated, _ = self.eval_env.step(self._to_env(a))
+                obs, r, terminated, truncated, info = self.eval_env.step(self._to_env(a))
                 ret += float(r)
                 done = terminated or truncated
             if i == 0 and self.s.video:
                 video.append(self._frame_of(obs))
             returns.append(ret)
+            if goal_radius is not None and "goal_distance" in info:
+                successes.append(float(info["goal_distance"] < goal_radius))
         if video:
             self._write_video(video, self.run_dir / "videos" / f"eval_{self.frame:08d}.mp4")
-        return {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-                "eval/episodes": float(len(returns))}
+        out = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+               "eval/episodes": float(len(returns))}
+        if successes:
+            out["eval/success"] = float(np.mean(successes))
+        return out
 
     def _frame_of(self, obs: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(obs[-self.frame_shape[0]:].transpose(1, 2, 0))  # newest frame, HWC
 
     def _write_video(self, frames: list[np.ndarray], path: Path) -> None:
-        try:
-            import imageio.v3 as iio
-
-            data = iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", fps=30, macro_block_size=1)
-        except Exception as e:  # no ffmpeg backend: the run goes on, the user is told once
-            if not getattr(self, "_video_warned", False):
-                import warnings
-
-                warnings.warn(f"cannot write eval videos ({type(e).__name__}: {e}); install imageio-ffmpeg", stacklevel=2)
-                self._video_warned = True
-            return
-        write_bytes(path, data)
+        write_video(frames, path)
 
     # ---------------------------------------------------------------------------------------- loop
     def train(self, logger: Logger) -> dict[str, Any]:
@@ -351,7 +346,8 @@ class AgentTrainer:
         metrics = self.evaluate()
         self.next_eval = (self.frame // self.s.eval_every_frames + 1) * self.s.eval_every_frames
         self.history.append({"frame": self.frame, "return": metrics["eval/return"],
-                             "return_std": metrics["eval/return_std"]})
+                             "return_std": metrics["eval/return_std"],
+                             **({"success": metrics["eval/success"]} if "eval/success" in metrics else {})})
         self.best_return = max(self.best_return, metrics["eval/return"])
         logger.log({**metrics, "eval/frame": float(self.frame)}, step=self.frame)
         bar.set_postfix(eval_return=f"{metrics['eval/return']:.1f}", refresh=False)
@@ -365,7 +361,27 @@ class AgentTrainer:
                 "frames": self.frame, "steps": self.step, "episodes": self.episode, "updates": self.agent.updates,
                 "wall_seconds": round(self.wall, 1), "frames_per_second": round(self.frame / self.wall, 1)
                 if self.wall > 0 else None, "stopped_by": stopped, "finished": self.frame >= self.s.frames,
-                "eval_history": self.history, "settings": asdict(self.s), "agent_spec": self.spec}
+                "eval_history": self.history, "settings": asdict(self.s), "agent_spec": self.spec,
+                **({"final_eval_success": last["success"]} if "success" in last else {})}
+
+
+_VIDEO_WARNED: list[bool] = []
+
+
+def write_video(frames: list[np.ndarray], path: Path) -> None:
+    """HWC uint8 frames -> an mp4 at ``path`` (atomic); without an ffmpeg backend the run goes on, told once."""
+    try:
+        import imageio.v3 as iio
+
+        data = iio.imwrite("<bytes>", np.stack(frames), extension=".mp4", fps=30, macro_block_size=1)
+    except Exception as e:  # no ffmpeg backend: the run goes on, the user is told once
+        if not _VIDEO_WARNED:
+            import warnings
+
+            warnings.warn(f"cannot write eval videos ({type(e).__name__}: {e}); install imageio-ffmpeg", stacklevel=2)
+            _VIDEO_WARNED.append(True)
+        return
+    write_bytes(path, data)
 
 
 def curves_figure(history: list[dict[str, float]], title: str = "") -> Any:

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from worldssl.runtime.errors import ConfigError
@@ -38,15 +39,22 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"resume={cfg.resume} has no checkpoints/train_state.pt; give a `worldssl train` run "
                               f"directory")
         return
-    if cfg.agent.name not in AGENTS:
-        raise ConfigError(f"unknown agent {cfg.agent.name!r}; valid agents: {', '.join(AGENTS)}")
+    from agents.sb3 import CONFIGS as SB3_CONFIGS
+
+    if cfg.agent.name not in AGENTS and cfg.agent.name not in SB3_CONFIGS:
+        raise ConfigError(f"unknown agent {cfg.agent.name!r}; valid agents: {', '.join([*AGENTS, *SB3_CONFIGS])}")
     if cfg.encoder.get("mode") not in MODES:
         raise ConfigError(f"unknown encoder.mode {cfg.encoder.get('mode')!r}; valid: {', '.join(MODES)}")
     if cfg.encoder.get("kind", "conv") != "conv":
         raise ConfigError(f"worldssl train builds its scratch encoder from encoder=conv, got encoder kind "
                           f"{cfg.encoder.get('kind')!r}; for another encoder give encoder.checkpoint=PATH")
     settings_from(LoopSettings, cfg)  # every loop key, checked as declared on its field
-    settings_from(SACConfig, cfg.agent)  # every agent.<key>
+    settings_from(SB3_CONFIGS.get(cfg.agent.name, SACConfig), cfg.agent)  # every agent.<key>
+    if cfg.agent.name in SB3_CONFIGS:
+        from agents.sb3 import check_spec
+
+        check_spec({"agent": cfg.agent.name, "mode": cfg.encoder.mode, "encoder_checkpoint": cfg.encoder.get("checkpoint"),
+                    "config": OmegaConf.to_container(cfg.agent, resolve=True)})
     if cfg.threads is not None and (not isinstance(cfg.threads, int) or cfg.threads < 1):
         raise ConfigError(f"threads must be a positive integer or null, got {cfg.threads!r}")
     ckpt = cfg.encoder.get("checkpoint")
@@ -93,6 +101,7 @@ def train(cfg: Any, directory: Path) -> dict[str, Any]:
 
     from agents import build_agent
     from agents.loop import AgentTrainer, LoopSettings, check_continuous, curves_figure
+    from agents.sb3 import SB3_ALGOS
     from envs.config import env_config
     from worldssl.runtime.device import resolve_device, seed_everything
     from worldssl.runtime.io import save_figure
@@ -103,19 +112,23 @@ def train(cfg: Any, directory: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     env_cfg = env_config(cfg.env)
     env, eval_env = env_cfg.make(), env_cfg.make()
-    check_continuous(env, env_cfg.id, cfg.agent.name)
-    seed_everything(int(cfg.seed))  # before building: the initial weights come from torch's RNG
-    spec = agent_spec(cfg, env.observation_space.shape, int(env.action_space.shape[0]))
-    agent = build_agent(spec, device=device)
-    env_info = {"env_id": env_cfg.id, "env_kwargs": env_cfg.kwargs, "max_episode_steps": env_cfg.max_episode_steps}
     settings = settings_from(LoopSettings, cfg)
-    trainer = AgentTrainer(agent, env, eval_env, settings, directory, spec=spec, env_info=env_info)
+    if cfg.agent.name in SB3_ALGOS:
+        trainer, source, repr_dim, spec = _sb3_trainer(cfg, env, eval_env, settings, directory, device)
+    else:
+        check_continuous(env, env_cfg.id, cfg.agent.name)
+        seed_everything(int(cfg.seed))  # before building: the initial weights come from torch's RNG
+        spec = agent_spec(cfg, env.observation_space.shape, int(env.action_space.shape[0]))
+        agent = build_agent(spec, device=device)
+        env_info = {"env_id": env_cfg.id, "env_kwargs": env_cfg.kwargs, "max_episode_steps": env_cfg.max_episode_steps}
+        trainer = AgentTrainer(agent, env, eval_env, settings, directory, spec=spec, env_info=env_info)
+        source, repr_dim = agent.features.source, agent.features.repr_dim
     if cfg.resume:
         trainer.load(directory / "checkpoints")
-        log.info("resumed at frame %d (episode %d)", trainer.frame, trainer.episode)
+        log.info("resumed at frame %d (episode %d)", trainer.frame, getattr(trainer, "episode", trainer.episodes))
     with Logger(directory) as logger:
         summary = {"env_id": env_cfg.id, "env": env_cfg.name, "agent": spec["agent"], "mode": spec["mode"],
-                   "encoder": agent.features.source, "repr_dim": agent.features.repr_dim, "seed": int(cfg.seed),
+                   "encoder": source, "repr_dim": repr_dim, "seed": int(cfg.seed),
                    "device": str(device), "action_repeat": trainer.action_repeat}
         summary.update(trainer.train(logger))
         logger.summary(summary)
@@ -124,6 +137,30 @@ def train(cfg: Any, directory: Path) -> dict[str, Any]:
     env.close()
     eval_env.close()
     return summary
+
+
+def _sb3_trainer(cfg: Any, env: Any, eval_env: Any, settings: Any, directory: Path, device: Any) -> tuple:
+    """SB3's PPO / SAC on the env (frozen features precomputed in a wrapper when asked) and its trainer."""
+    import gymnasium as gym
+
+    from agents import sb3
+    from worldssl.runtime.device import seed_everything
+
+    space = env.action_space
+    spec = agent_spec(cfg, env.observation_space.shape, int(space.n) if isinstance(space, gym.spaces.Discrete)
+                      else int(np.prod(space.shape)))
+    sb3.check_spec(spec)
+    sb3.check_pixel_space(env.observation_space, f"agent={spec['agent']}")
+    seed_everything(int(cfg.seed))
+    features = None
+    if sb3.precomputes(spec):
+        features = sb3.encoder_features(tuple(env.observation_space.shape), spec["encoder_checkpoint"],
+                                        spec.get("conv") or None, freeze=True)
+        env, eval_env = sb3.FrozenFeatures(env, features=features), sb3.FrozenFeatures(eval_env, features=features)
+    model = sb3.build_model(spec, env, int(cfg.seed), settings, device)
+    trainer = sb3.SB3Trainer(model, env, eval_env, settings, directory, spec, features)
+    source, repr_dim = sb3.representation(spec, model, features)
+    return trainer, source, repr_dim, spec
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -136,8 +173,9 @@ def run(cfg: Any) -> dict[str, Any]:
     save_config(cfg, directory)
     summary = train(cfg, directory)
     ret = summary.get("final_eval_return")
+    success = f", success {summary['final_eval_success']:.2f}" if "final_eval_success" in summary else ""
     print(f"train: {summary['agent']}/{summary['mode']} on {summary['env']}, {summary['frames']} frames in "
           f"{summary['wall_seconds']} s; final eval return {ret if ret is None else round(ret, 1)}, best "
           f"{summary['best_eval_return'] if summary['best_eval_return'] is None else round(summary['best_eval_return'], 1)}"
-          f"; run dir {directory}")
+          f"{success}; run dir {directory}")
     return summary
