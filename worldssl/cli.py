@@ -37,9 +37,14 @@ VERBS: dict[str, tuple[str, str, str]] = {
               "worldssl train env=dmc env.task=cartpole-swingup encoder.mode=scratch frames=100000"),
     "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs | ssl | worldmodel | agents)",
               "worldssl bench envs"),
+    "report": ("worldssl.verbs.report", "rliable intervals, figures, report.md + report.html over every run in some dirs",
+               "worldssl report runs/train runs/worldmodel pairs=[[A,B]]"),
 }
 #: verbs whose first bare word picks what to do (``worldssl bench envs`` == ``worldssl bench what=envs``)
 SUBCOMMAND_KEY = {"bench": "what", "eval": "what"}
+#: verbs whose bare words (existing paths, or words without ``=``) form one list (``worldssl report A B`` ==
+#: ``worldssl report dirs=[A,B]``)
+POSITIONAL_LIST_KEY = {"report": "dirs"}
 _HYDRA_FLAGS = {"--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--resolve", "--package", "-p",
                 "--shell-completion", "-sc", "--config-dir", "-cd", "--config-name", "-cn", "--config-path",
                 "-cp", "--experimental-rerun", "--version"}
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     key = SUBCOMMAND_KEY.get(verb)
     if key and rest and not rest[0].startswith("-") and "=" not in rest[0]:
         rest = [f"{key}={rest[0]}", *rest[1:]]
+    if verb in POSITIONAL_LIST_KEY:
+        rest = _positional_list(POSITIONAL_LIST_KEY[verb], rest)
     module = importlib.import_module(VERBS[verb][0])
     if not any(arg in _HYDRA_FLAGS or arg.split("=")[0] in _HYDRA_FLAGS for arg in rest):
         problem = preflight(verb, rest, getattr(module, "validate", None))
@@ -80,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = [f"worldssl-{verb}", *rest]
     app()
     return 0
+
+
+def _positional_list(key: str, args: list[str]) -> list[str]:
+    """Bare words (an existing path, or a word without ``=`` or a leading ``-``) as one ``key=[...]`` override,
+    each quoted so that any path survives hydra's parser."""
+    bare = [a for a in args if Path(a).exists() or ("=" not in a and not a.startswith("-"))]
+    if not bare:
+        return args
+    quoted = ",".join("'" + a.replace("\\", "\\\\").replace("'", "\\'") + "'" for a in bare)
+    return [f"{key}=[{quoted}]", *[a for a in args if a not in bare]]
 
 
 def _fail(message: str, verb: str | None = None) -> int:
