@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(problem, verb)
     import hydra
 
-    app = hydra.main(config_path=CONFIG_DIR, config_name=verb, version_base="1.3")(_guard(verb, module.run))
+    app = hydra.main(config_path=CONFIG_DIR, config_name=verb, version_base="1.3")(
+        _guard(verb, module.run, claim_gpu=not getattr(module, "ORCHESTRATOR", False)))
     sys.argv = [f"worldssl-{verb}", *rest]
     app()
     return 0
@@ -105,18 +106,26 @@ def _fail(message: str, verb: str | None = None) -> int:
     return 2
 
 
-def _guard(verb: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Report a WorldsslError raised inside a run as one line and exit 2 (instead of a traceback); a run
+def _guard(verb: str, fn: Callable[[Any], Any], claim_gpu: bool = True) -> Callable[[Any], Any]:
+    """Report a WorldsslError raised inside a run as one line and exit 2 (instead of a traceback; in a multirun,
+    the job is marked failed and the other jobs go on); give a job its own GPU where there are several
+    (:func:`worldssl.sweep.gpus.claim_gpu`; not for verbs that only launch jobs, ``ORCHESTRATOR = True``); report a run
     stopped by SIGTERM after its checkpoint (:class:`~worldssl.runtime.errors.Interrupted`) as one line, exit
     ``128 + signum`` (143), as a process ended by that signal."""
     from worldssl.runtime.errors import Interrupted, WorldsslError
 
     @functools.wraps(fn)
     def task(cfg: Any) -> Any:
+        if claim_gpu:
+            from worldssl.sweep import gpus
+
+            gpus.claim_gpu()
         try:
             return fn(cfg)
         except WorldsslError as e:
             _fail(str(e), verb)
+            if _in_multirun():
+                raise  # hydra marks this job failed and the sweep goes on with the others
             sys.exit(2)
         except Interrupted as e:
             print(f"worldssl {verb}: {e}", file=sys.stderr)
@@ -125,40 +134,112 @@ def _guard(verb: str, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return task
 
 
-def preflight(verb: str, overrides: list[str], validate: Callable[[Any], None] | None = None) -> str | None:
-    """Compose the verb's config with these overrides; return a one-line problem, or None if it is fine."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException, MissingConfigException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    from worldssl.runtime.errors import WorldsslError
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def preflight(verb: str, overrides: list[str], validate: Callable[[Any], None] | None = None) -> str | None:
+    """Compose the verb's config with these overrides; return a one-line problem, or None if it is fine.
+
+    Hydra's own overrides (``hydra/launcher=joblib``, ``hydra.launcher.n_jobs=4``) are composed with hydra's
+    config. A sweep (``-m seed=0,1 objective=a,b``) is checked job by job: every swept value once; a job list
+    (``hydra/sweeper=jobs``) every listed job."""
+    from hydra import initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
 
     args = [a for a in overrides if a not in ("-m", "--multirun")]
     try:
         parsed = OverridesParser.create().parse_overrides(args)
     except HydraException as e:
         return f"cannot parse override: {_one_line(e)} (write key=value, e.g. episodes=10)"
-    if any(o.is_sweep_override() for o in parsed):
-        return None  # sweeps are expanded by hydra; each job validates itself
-    app_args = [a for a in args if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+    hydra_args = [a for a in args if _is_hydra_override(a)]
+    app = [(a, o) for a, o in zip(args, parsed) if not _is_hydra_override(a)]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name=verb):
-        try:
-            cfg = compose(config_name=verb, overrides=app_args)
+        hydra_cfg, problem = _compose(verb, hydra_args, hydra=True)
+        if problem:
+            return problem
+        jobs = _sweep_jobs(app)
+        if _select(hydra_cfg, "hydra.sweeper._target_") == "hydra_plugins.worldssl_jobs_sweeper.jobs_sweeper.JobListSweeper":
+            listed = _listed_jobs(hydra_cfg)
+            if isinstance(listed, str):
+                return listed
+            jobs = [[*jobs[0], *[a for a in job if not _is_hydra_override(a)]] for job in listed]
+        for job in jobs:
+            cfg, problem = _compose(verb, job)
+            if problem is None and validate is not None:
+                problem = _validated(cfg, validate)
+            if problem:
+                return problem + (f" (in the sweep job {' '.join(job)})" if len(jobs) > 1 else "")
+    return None
+
+
+def _is_hydra_override(arg: str) -> bool:
+    return arg.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def _select(cfg: Any, key: str) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(cfg, key) if cfg is not None else None
+
+
+def _sweep_jobs(app: list[tuple[str, Any]]) -> list[list[str]]:
+    """The jobs a sweep's overrides make, each swept value in one job at least (the others at their first
+    value); continuous sweeps (``interval(...)``) are left to the sweeper. Without a sweep: the one job."""
+    fixed = [arg for arg, o in app if not (o.is_sweep_override() and o.is_discrete_sweep())]
+    swept = [(o.get_key_element(), list(o.sweep_string_iterator())) for _, o in app
+             if o.is_sweep_override() and o.is_discrete_sweep()]
+    firsts = {key: f"{key}={values[0]}" for key, values in swept if values}
+    jobs = [[*fixed, *firsts.values()]]
+    for key, values in swept:
+        jobs += [[*fixed, *{**firsts, key: f"{key}={v}"}.values()] for v in values[1:]]
+    return jobs
+
+
+def _listed_jobs(hydra_cfg: Any) -> list[list[str]] | str:
+    from omegaconf import OmegaConf
+
+    path = _select(hydra_cfg, "hydra.sweeper.jobs_file")
+    if OmegaConf.is_missing(hydra_cfg.hydra.sweeper, "jobs_file") or not path or not Path(path).is_file():
+        return f"hydra/sweeper=jobs needs hydra.sweeper.jobs_file=FILE (a YAML list of override lists); {path or 'none given'} is not a file"
+    jobs = OmegaConf.to_container(OmegaConf.load(path))
+    if not isinstance(jobs, list) or not all(isinstance(j, list) for j in jobs):
+        return f"{path} must be a YAML list of override lists (one per job)"
+    return [[str(a) for a in job] for job in jobs]
+
+
+def _compose(verb: str, overrides: list[str], hydra: bool = False) -> tuple[Any, str | None]:
+    """The composed config (with hydra's node when ``hydra``), or a one-line problem."""
+    from hydra import compose
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose(config_name=verb, overrides=overrides, return_hydra_config=hydra)
+        if not hydra:
             OmegaConf.to_container(cfg, resolve=True)
-        except MissingConfigException as e:
-            group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
-            options = ", ".join(e.options or [])
-            name = (e.missing_cfg_file or "").rsplit("/", 1)[-1]
-            return f"unknown {group} {name!r}; valid {group} options: {options}"
-        except (HydraException, OmegaConfBaseException) as e:
-            return _composition_problem(e, verb)
-    if validate is not None:
-        try:
-            validate(cfg)
-        except WorldsslError as e:
-            return str(e)
+        return cfg, None
+    except MissingConfigException as e:
+        group = (e.missing_cfg_file or "").rsplit("/", 1)[0]
+        options = ", ".join(e.options or [])
+        name = (e.missing_cfg_file or "").rsplit("/", 1)[-1]
+        return None, f"unknown {group} {name!r}; valid {group} options: {options}"
+    except (HydraException, OmegaConfBaseException) as e:
+        return None, _composition_problem(e, verb)
+
+
+def _validated(cfg: Any, validate: Callable[[Any], None]) -> str | None:
+    from worldssl.runtime.errors import WorldsslError
+
+    try:
+        validate(cfg)
+    except WorldsslError as e:
+        return str(e)
     return None
 
 
@@ -168,8 +249,12 @@ def _composition_problem(e: Exception, verb: str) -> str:
     if "not in struct" in text or "Could not override" in str(e):
         import re
 
-        m = re.search(r"Key '([^']+)'", text) or re.search(r"override '([^']+)'", str(e))
+        m = re.search(r"override '([^']+)'", str(e)) or re.search(r"Key '([^']+)'", text)
         key = m.group(1) if m else "?"
+        if key.startswith("hydra."):
+            group = key.split(".")[1]
+            return (f"unknown key {key!r}; `worldssl {verb} hydra/{group}=NAME --cfg hydra -p hydra.{group}` lists "
+                    f"the keys of that {group}")
         return f"unknown key {key!r} for `worldssl {verb}`; see `worldssl {verb} --help` for every key"
     return text
 
