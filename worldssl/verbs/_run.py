@@ -39,3 +39,37 @@ def probe_summary(results: Any) -> dict[str, float]:
         out[f"probe/{probe_key(r.name)}/ridge_r2"] = r.r2_ridge
         out[f"probe/{probe_key(r.name)}/knn_r2"] = r.r2_knn
     return out
+
+
+def finished_summary(directory: Path) -> dict[str, Any] | None:
+    """The summary.json of a run that ended (its budget spent or reached), or None: no summary, or the summary a
+    run stopped by a signal wrote before exiting (``stopped_by: sigterm``), which is resumed, not reused."""
+    import json
+
+    path = Path(directory) / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return None if summary.get("stopped_by") == "sigterm" else summary
+
+
+def resolve_auto_resume(cfg: Any, verb: str) -> dict[str, Any] | None:
+    """``resume=auto``, what sweep jobs run with: the job's own run directory (deterministic, named after the
+    swept values) is continued when it holds a checkpoint, and a run that finished there is not run again.
+    Returns that run's summary when it finished (the caller returns it); otherwise sets ``cfg.resume`` to the
+    directory (a checkpoint is there) or None (a fresh run) and returns None."""
+    if cfg.get("resume") != "auto":
+        return None
+    directory = run_dir()
+    done = finished_summary(directory)
+    if done is not None:
+        print(f"{verb}: {directory} finished earlier (summary.json); not run again")
+        return done
+    has_checkpoint = (directory / "checkpoints" / "train_state.pt").is_file()
+    cfg.resume = str(directory) if has_checkpoint else None
+    if has_checkpoint:
+        print(f"{verb}: resuming {directory} from its checkpoint")
+    return None

@@ -3,9 +3,12 @@
 One world model is trained per ``(objective, seed)`` with everything else identical: encoder, transition,
 train and eval data, number of updates, evaluation. Each is ranked with C-SWM's protocol (Hits@1 / MRR at
 1, 5 and 10 steps), and the table gives the mean and a 95% confidence interval over seeds. Missing datasets
-are collected first. Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a finished run (its
-``summary.json``) is reused and an interrupted one resumes from its checkpoint, so re-running the same
-command continues where it stopped.
+are collected first. compare is a sweep plus a report: the runs are ``worldssl worldmodel`` jobs of one hydra
+multirun (:mod:`worldssl.sweep.jobs`), launched by the launcher given on the command line
+(``hydra/launcher=joblib`` runs several at once, ``submitit_slurm`` on a cluster; by default hydra's basic
+launcher runs them one after another here). Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a
+finished run (its ``summary.json``) is not run again and an interrupted one resumes from its checkpoint, so
+re-running the same command (with the same ``out=``) continues where it stopped.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from worldssl.runtime.errors import ConfigError
+from worldssl.runtime.errors import ConfigError, WorldsslError
 from worldssl.runtime.settings import Check, integer, list_of, positive_int, setting, settings_from
 from worldssl.verbs._run import run_dir, save_config
 from worldssl.verbs.worldmodel import WorldModelRunSettings
@@ -112,24 +115,76 @@ def datasets(cfg: Any) -> tuple[str, str]:
     return dirs[0], dirs[1]
 
 
-def run_config(cfg: Any, objective: str, seed: int, data: str, eval_data: str, directory: Path) -> Any:
-    """The ``worldmodel`` config of one run: the shared settings, this objective, this seed."""
-    run_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _COMPARE_KEYS])
-    OmegaConf.set_struct(run_cfg, False)
-    run_cfg.objective = objective_config(cfg, objective)  # replaced whole: objectives have different options
-    run_cfg.seed, run_cfg.data, run_cfg.eval_data = seed, data, eval_data
-    run_cfg.resume = str(directory) if (directory / "checkpoints" / "train_state.pt").is_file() else None
-    OmegaConf.set_struct(run_cfg, True)
-    return run_cfg
+def worldmodel_overrides(cfg: Any) -> list[str]:
+    """The ``worldssl worldmodel`` overrides that reproduce this config's shared settings (every key but the
+    comparison's own): its group choices (``encoder=``, ``transition=``, ``env=``) and each value that differs
+    from what worldmodel composes to with them."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from worldssl.cli import CONFIG_DIR
+    from worldssl.sweep.jobs import override
+
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except ValueError:  # API use outside hydra: compare's own defaults
+        choices = {"encoder": "slots", "transition": "gnn", "env": "shapes"}
+    groups = [f"{g}={choices[g]}" for g in ("encoder", "transition", "env") if choices.get(g) not in (None, "null")]
+    if GlobalHydra.instance().is_initialized():
+        base = compose(config_name="worldmodel", overrides=groups)
+    else:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="compare"):
+            base = compose(config_name="worldmodel", overrides=groups)
+    mine = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _COMPARE_KEYS]), resolve=True)
+    theirs = OmegaConf.create(OmegaConf.to_container(base, resolve=True))
+    out = list(groups)
+    for key, value in _leaves({k: v for k, v in mine.items() if k not in ("data", "eval_data", "resume")}):
+        there = OmegaConf.select(theirs, key, default="<absent>")
+        if isinstance(there, str) and there == "<absent>":
+            out.append("+" + override(key, value))
+        elif (OmegaConf.to_container(there) if OmegaConf.is_config(there) else there) != value:
+            out.append(override(key, value))
+    return out
+
+
+def _leaves(tree: dict[str, Any], prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def run_jobs(cfg: Any, data: str, eval_data: str) -> list[Any]:
+    """One ``worldssl worldmodel`` job per (seed, objective), in ``runs/<objective>/seed<seed>``."""
+    from worldssl.sweep.jobs import Job, override
+
+    shared = [*worldmodel_overrides(cfg), override("data", data), override("eval_data", eval_data)]
+    jobs = []
+    for seed in cfg.seeds:
+        for objective in cfg.objectives:
+            kwargs = OmegaConf.to_container(objective_config(cfg, objective).kwargs, resolve=True)
+            given = (cfg.objective_kwargs or {}).get(objective) or {}
+            own = [override(f"objective.kwargs.{k}", kwargs[k]) for k in given]
+            jobs.append(Job("worldmodel", f"{objective}/seed{seed}",
+                            (*shared, f"objective={objective}", *own, override("seed", int(seed)))))
+    return jobs
 
 
 _COMPARE_KEYS = ("objectives", "seeds", "objective_kwargs", "data_root", "train_episodes", "train_episode_steps",
                  "eval_episodes", "eval_episode_steps", "out", "objective")
 
 
+#: compare only launches jobs: the CLI does not claim a GPU for it (see worldssl.sweep.gpus)
+ORCHESTRATOR = True
+
+
 def run(cfg: Any) -> dict[str, Any]:
     from worldssl.eval.report import aggregate, comparison_plot, comparison_table, write_report
     from worldssl.runtime.io import write_json
+    from worldssl.sweep.jobs import launch, launcher_overrides
     from worldssl.verbs import worldmodel
 
     validate(cfg)
@@ -137,18 +192,17 @@ def run(cfg: Any) -> dict[str, Any]:
     save_config(cfg, directory)
     data, eval_data = datasets(cfg)
     steps = tuple(int(k) for k in cfg.eval_steps)
-    runs, images = [], {}
-    total = len(cfg.objectives) * len(cfg.seeds)
-    for i, (seed, objective) in enumerate((s, o) for s in cfg.seeds for o in cfg.objectives):
-        where = directory / "runs" / objective / f"seed{seed}"
-        done = where / "summary.json"
-        if done.is_file():
-            summary = json.loads(done.read_text())
-            print(f"compare: [{i + 1}/{total}] {objective} seed {seed}: finished earlier, reusing {where}")
+    results = launch(run_jobs(cfg, data, eval_data), directory / "runs", launcher_overrides(), label="compare")
+    runs, images, missing = [], {}, []
+    for result in results:
+        objective, seed = result.job.name.split("/")[0], int(result.job.name.rsplit("seed", 1)[1])
+        summary = result.summary
+        if summary is None:
+            missing.append(f"{objective} seed {seed} ({result.directory})")
+            continue
+        if result.status == "finished earlier":
+            print(f"compare: {objective} seed {seed}: finished earlier, reusing {result.directory}")
         else:
-            print(f"compare: [{i + 1}/{total}] {objective} seed {seed}")
-            where.mkdir(parents=True, exist_ok=True)
-            summary = worldmodel.train(run_config(cfg, objective, seed, data, eval_data, where), where, quiet=True)
             print("  " + worldmodel.ranking_line(summary))
         runs.append({"objective": objective, "seed": seed,
                      "metrics": {k: v for k, v in summary.items() if k.startswith(("eval/", "probe/"))},
@@ -156,6 +210,9 @@ def run(cfg: Any) -> dict[str, Any]:
         for fig in summary.get("figures", []) if seed == cfg.seeds[0] else []:
             images[f"{objective}: {Path(fig).stem.replace('_', ' ')} (seed {seed})"] = str(
                 Path(fig).resolve().relative_to(directory.resolve()))
+    if not runs:
+        raise WorldsslError(f"no run of the comparison finished (see the errors above); re-run the same command with "
+                       f"out={directory} to retry")
     rows = aggregate(runs)
     table = comparison_table(rows, steps)
     print(table)
@@ -167,9 +224,11 @@ def run(cfg: Any) -> dict[str, Any]:
              f"{list(cfg.seeds)}",
              "ranking as in C-SWM: the candidate pool is the whole eval set (pool column); ties count for the "
              "right answer"]
+    if missing:
+        notes.append(f"not in the table (failed or not finished): {'; '.join(missing)}")
     report = write_report(directory / "report.md", f"World-model objectives on {env_id}", rows, steps,
                           {"Hits@1 and MRR vs prediction steps": plot.name, **images}, notes)
-    result = {"report": str(report), "runs": runs, "table": table}
+    result = {"report": str(report), "runs": runs, "table": table, "unfinished": missing}
     write_json(directory / "summary.json", result)
     print(f"compare: report at {report}")
     return result

@@ -14,7 +14,7 @@ from worldssl.runtime.errors import ConfigError
 from worldssl.runtime.logger import Logger
 from worldssl.runtime.settings import boolean, positive_int, setting
 from worldssl.ssl.train import PretrainSettings
-from worldssl.verbs._run import probe_summary, run_dir, save_config
+from worldssl.verbs._run import probe_summary, resolve_auto_resume, run_dir, save_config
 
 log = logging.getLogger("worldssl.pretrain")
 
@@ -70,6 +70,9 @@ def run(cfg: Any) -> dict[str, Any]:
     from worldssl.runtime.device import resolve_device, seed_everything
     from worldssl.ssl.train import Pretrainer
 
+    done = resolve_auto_resume(cfg, "pretrain")
+    if done is not None:
+        return done
     validate(cfg)
     directory = Path(cfg.resume) if cfg.resume else run_dir()
     if cfg.resume and not (directory / "checkpoints" / "train_state.pt").is_file():

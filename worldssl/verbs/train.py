@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from worldssl.runtime.errors import ConfigError
 from worldssl.runtime.logger import Logger
-from worldssl.verbs._run import run_dir, save_config
+from worldssl.verbs._run import resolve_auto_resume, run_dir, save_config
 
 log = logging.getLogger("worldssl.train")
 #: keys a resumed run takes from the command line; everything else comes from the run's own config.yaml
@@ -34,7 +34,7 @@ def validate(cfg: Any) -> None:
     from envs.config import env_config
     from worldssl.runtime.settings import settings_from
 
-    if cfg.resume:
+    if cfg.resume and cfg.resume != "auto":  # auto: resolved by run() (see _run.resolve_auto_resume)
         if not (Path(cfg.resume) / "checkpoints" / "train_state.pt").is_file():
             raise ConfigError(f"resume={cfg.resume} has no checkpoints/train_state.pt; give a `worldssl train` run "
                               f"directory")
@@ -164,6 +164,9 @@ def _sb3_trainer(cfg: Any, env: Any, eval_env: Any, settings: Any, directory: Pa
 
 
 def run(cfg: Any) -> dict[str, Any]:
+    done = resolve_auto_resume(cfg, "train")
+    if done is not None:
+        return done
     validate(cfg)
     if cfg.resume:
         cfg = _resumed_config(cfg)

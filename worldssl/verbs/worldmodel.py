@@ -18,7 +18,7 @@ from worldssl.runtime import settings as runtime_settings
 from worldssl.runtime.errors import ConfigError, DataError
 from worldssl.runtime.logger import Logger
 from worldssl.runtime.settings import boolean, one_of, positive_int, setting
-from worldssl.verbs._run import probe_summary, run_dir, save_config
+from worldssl.verbs._run import probe_summary, resolve_auto_resume, run_dir, save_config
 from worldssl.worldmodels.train import WorldModelSettings
 
 log = logging.getLogger("worldssl.worldmodel")
@@ -205,5 +205,8 @@ def ranking_line(summary: dict[str, Any]) -> str:
 
 
 def run(cfg: Any) -> dict[str, Any]:
+    done = resolve_auto_resume(cfg, "worldmodel")
+    if done is not None:
+        return done
     directory = Path(cfg.resume) if cfg.resume else run_dir()
     return train(cfg, directory)
