@@ -1,6 +1,7 @@
 """``worldssl eval WHAT``: judge a representation (``probe``: state probes from frozen features; ``curves``:
 per-epoch training loss and ranking of world-model runs, as a table and a PNG; ``returns``: eval returns of
-``worldssl train`` runs grouped by label, with 95% intervals over seeds and the curves)."""
+``worldssl train`` runs grouped by label, with 95% intervals over seeds and the curves; ``plan``: closed-loop
+planning success of a world-model run on Shapes, Cubes or the maze, beside a random policy and an oracle)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from worldssl.runtime.settings import (
 )
 from worldssl.verbs._run import probe_summary, run_dir, save_config
 
-WHAT = ("probe", "curves", "returns")
+WHAT = ("probe", "curves", "returns", "plan")
 
 
 @dataclasses.dataclass
@@ -52,6 +53,17 @@ def validate(cfg: Any) -> None:
         if cfg.at_frame is not None and (not isinstance(cfg.at_frame, int) or cfg.at_frame < 0):
             raise ConfigError(f"at_frame must be a frame count >= 0 or null, got {cfg.at_frame!r}")
         return
+    if cfg.what == "plan":
+        from worldssl.eval.plan import PlanSettings
+
+        if not cfg.run:
+            raise ConfigError("run= is required: a worldmodel run directory, e.g. worldssl eval plan "
+                              "run=runs/worldmodel/DATE/TIME")
+        if cfg.env_kwargs is not None and not OmegaConf.is_dict(cfg.env_kwargs):
+            raise ConfigError(f"env_kwargs must be a mapping, e.g. env_kwargs={{action_type: continuous}}, "
+                              f"got {cfg.env_kwargs!r}")
+        settings_from(PlanSettings, cfg)
+        return
     if cfg.what == "curves":
         if not cfg.runs:
             raise ConfigError("runs= is required: worldmodel run directories, e.g. worldssl eval curves "
@@ -73,7 +85,38 @@ def run(cfg: Any) -> dict[str, Any]:
         return curves(cfg)
     if cfg.what == "returns":
         return returns(cfg)
+    if cfg.what == "plan":
+        return plan(cfg)
     return probe(cfg)
+
+
+def plan(cfg: Any) -> dict[str, Any]:
+    """``eval plan``: planning success of a world-model run by true goal distance, with the baselines."""
+    import json
+
+    from worldssl.eval.plan import PlanSettings, env_for_model, evaluate_planning, format_planning
+    from worldssl.runtime.device import resolve_device
+    from worldssl.worldmodels.train import MODEL_JSON, load_world_model
+
+    s = settings_from(PlanSettings, cfg)
+    device = resolve_device(cfg.device)
+    model = load_world_model(cfg.run, device)
+    ckpt = Path(cfg.run) / "checkpoints" if (Path(cfg.run) / "checkpoints").is_dir() else Path(cfg.run)
+    spec = json.loads((ckpt / MODEL_JSON).read_text())
+    env_id, kwargs, stack = env_for_model(spec)
+    env_id = cfg.env_id or env_id
+    kwargs = {**kwargs, **(OmegaConf.to_container(cfg.env_kwargs) if cfg.env_kwargs else {})}
+    directory = run_dir()
+    save_config(cfg, directory)
+    summary = evaluate_planning(model, env_id, kwargs, stack, s, device)
+    print(f"eval plan: {spec.get('objective')} world model {cfg.run} in {env_id}, planner {s.planner} "
+          f"(horizon {s.horizon}), cost {s.cost}, {'batched' if s.batched else 'one episode at a time'}")
+    print(format_planning(summary, s.planner))
+    summary.update({"run": str(Path(cfg.run).resolve()), "objective": spec.get("objective"), "env_id": env_id,
+                    "settings": dataclasses.asdict(s)})
+    with Logger(directory, tensorboard=False) as logger:
+        logger.summary(summary)
+    return summary
 
 
 def returns(cfg: Any) -> dict[str, Any]:
