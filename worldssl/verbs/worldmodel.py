@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from worldssl.runtime import settings as runtime_settings
 from worldssl.runtime.errors import ConfigError, DataError
 from worldssl.runtime.logger import Logger
-from worldssl.runtime.settings import boolean, one_of, positive_int, setting
+from worldssl.runtime.settings import boolean, list_of, one_of, positive_int, setting
 from worldssl.verbs._run import probe_summary, resolve_auto_resume, run_dir, save_config
 from worldssl.worldmodels.train import WorldModelSettings
 
@@ -36,6 +36,11 @@ class WorldModelRunSettings(WorldModelSettings):
     figures: bool = setting(True, boolean, "write curves.png, object maps and prediction PNGs")
     probe: bool = setting(True, boolean, "probe the true state from the latent at the end")
     probe_frames: int = setting(2000, positive_int, "frames used by that probe")
+    plan: bool = setting(False, boolean, "at the end, planning success (Shapes, Cubes, maze; worldssl eval plan)")
+    plan_planner: str = setting("exhaustive", one_of("exhaustive", "beam", "cem", "mppi"), "that evaluation's planner")
+    plan_horizon: int = setting(1, positive_int, "its planning horizon")
+    plan_episodes: int = setting(10, positive_int, "its episodes per goal distance (the maze: episodes)")
+    plan_distances: tuple[int, ...] = setting((1, 2, 3, 5, 8, 10), list_of(positive_int), "its true goal distances")
 
 
 def validate(cfg: Any) -> None:
@@ -143,6 +148,8 @@ def train(cfg: Any, directory: Path, quiet: bool = False) -> dict[str, Any]:
         if settings.probe and train_set.has_state:
             summary.update(_probe(model, spec, eval_set if eval_set.num_episodes >= 10 else train_set,
                                   settings.probe_frames, device, settings.seed, quiet))
+        if settings.plan:
+            summary.update(_plan(model, spec, settings, device, quiet))
         logger.summary(summary)
     if not quiet:
         print(ranking_line(summary))
@@ -190,6 +197,30 @@ def _probe(model: Any, spec: dict[str, Any], ds: Any, frames: int, device: Any, 
         if not quiet:
             print(f"slot alignment: mean R^2 of each object's coordinates from its matched slot "
                   f"{align['matched_r2']:.3f} (object -> slot {align['assignment']})")
+    return out
+
+
+def _plan(model: Any, spec: dict[str, Any], settings: Any, device: Any, quiet: bool) -> dict[str, Any]:
+    """Planning success of the final model (:mod:`worldssl.eval.plan`); envs without one are skipped."""
+    from worldssl.eval.plan import (
+        GRID_ENVS,
+        MAZE_ENVS,
+        PlanSettings,
+        env_for_model,
+        evaluate_planning,
+        format_planning,
+    )
+
+    if spec["env_id"] not in GRID_ENVS + MAZE_ENVS:
+        log.warning("plan=true: planning success is defined for Shapes, Cubes and the maze, not %s; skipped",
+                    spec["env_id"])
+        return {}
+    env_id, kwargs, stack = env_for_model(spec)
+    plan = PlanSettings(planner=settings.plan_planner, horizon=settings.plan_horizon, episodes=settings.plan_episodes,
+                        distances=settings.plan_distances, seed=settings.seed)
+    out = evaluate_planning(model, env_id, kwargs, stack, plan, device)
+    if not quiet:
+        print(format_planning(out, plan.planner))
     return out
 
 
