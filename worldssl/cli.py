@@ -33,6 +33,8 @@ VERBS: dict[str, tuple[str, str, str]] = {
                    "worldssl worldmodel objective=contrastive data=data/shapes-train eval_data=data/shapes-eval"),
     "compare": ("worldssl.verbs.compare", "the main job: world-model objectives compared over seeds (C-SWM ranking)",
                 "worldssl compare objectives=[contrastive,generative_ae] seeds=[0,1]"),
+    "sweep": ("worldssl.verbs.sweep", "a named experiment (configs/experiment/) as hydra multiruns on any launcher",
+              "worldssl sweep experiment=objective_comparison size=smoke hydra/launcher=joblib"),
     "train": ("worldssl.verbs.train", "train an agent from pixels (agent=sac; encoder.mode=scratch|frozen|finetune|curl|decoupled)",
               "worldssl train env=dmc env.task=cartpole-swingup encoder.mode=scratch frames=100000"),
     "bench": ("worldssl.verbs.bench", "speed / memory figures with a same-run baseline (bench envs | ssl | worldmodel | agents)",

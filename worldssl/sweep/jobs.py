@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class Job:
 class JobResult:
     job: Job
     directory: Path
-    status: str                      # finished | finished earlier | failed
+    status: str                      # finished | finished earlier | failed | blocked (an input is missing)
     summary: dict[str, Any] | None
 
 
@@ -91,8 +91,10 @@ def job_overrides(job: Job) -> list[str]:
     return [*job.overrides, *extra, override("hydra.sweep.subdir", job.name)]
 
 
-def launch(jobs: Sequence[Job], directory: Path, launcher: Sequence[str] = (), label: str = "") -> list[JobResult]:
-    """Run the jobs (all of one verb) as one multirun in ``directory``; finished ones are not launched again."""
+def launch(jobs: Sequence[Job], directory: Path, launcher: Sequence[str] = (), label: str = "",
+           needs: Mapping[str, Sequence[Path]] | None = None) -> list[JobResult]:
+    """Run the jobs (all of one verb) as one multirun in ``directory``; finished ones are not launched again, nor
+    those missing a path of ``needs[job.name]`` (what an earlier stage should have made: they are blocked)."""
     if not jobs:
         return []
     verbs = {j.verb for j in jobs}
@@ -101,10 +103,13 @@ def launch(jobs: Sequence[Job], directory: Path, launcher: Sequence[str] = (), l
     verb = jobs[0].verb
     directory = Path(directory).resolve()
     earlier = {j.name for j in jobs if finished_summary(directory / j.name) is not None}
-    pending = [j for j in jobs if j.name not in earlier]
+    blocked = {j.name: missing for j in jobs if j.name not in earlier
+               for missing in [[str(p) for p in (needs or {}).get(j.name, ()) if not Path(p).exists()]] if missing}
+    pending = [j for j in jobs if j.name not in earlier and j.name not in blocked]
     label = label or verb
     print(f"{label}: {len(jobs)} {verb} jobs in {directory}; {len(earlier)} done before, launching "
-          f"{len(pending)}" + (f" ({' '.join(launcher)})" if launcher and pending else ""), flush=True)
+          f"{len(pending)}" + (f" ({' '.join(launcher)})" if launcher and pending else "")
+          + (f"; {len(blocked)} blocked (an earlier stage did not make their input)" if blocked else ""), flush=True)
     seconds = 0.0
     if pending:
         directory.mkdir(parents=True, exist_ok=True)
@@ -123,9 +128,10 @@ def launch(jobs: Sequence[Job], directory: Path, launcher: Sequence[str] = (), l
     results = []
     for job in jobs:
         summary = finished_summary(directory / job.name)
-        status = "finished earlier" if job.name in earlier else ("finished" if summary is not None else "failed")
+        status = ("finished earlier" if job.name in earlier else "finished" if summary is not None else
+                  "blocked" if job.name in blocked else "failed")
         results.append(JobResult(job, directory / job.name, status, summary))
-    failed = [r.job.name for r in results if r.status == "failed"]
+    failed = [r.job.name for r in results if r.status in ("failed", "blocked")]
     print(f"{label}: {len(results) - len(failed)} of {len(results)} jobs finished"
           + (f" ({seconds:.0f} s)" if pending else "")
           + (f"; failed or unfinished: {', '.join(failed)} (re-run the same command to retry them)" if failed else ""),
