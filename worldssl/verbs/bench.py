@@ -14,7 +14,7 @@ from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
 BENCHES = {"envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl", "worldmodel": "worldssl.bench.worldmodel",
-           "agents": "worldssl.bench.agents"}
+           "agents": "worldssl.bench.agents", "sb3": "worldssl.bench.sb3"}
 
 
 def validate(cfg: Any) -> None:
