@@ -182,6 +182,7 @@ ORCHESTRATOR = True
 
 
 def run(cfg: Any) -> dict[str, Any]:
+    from worldssl.eval.plan import append_planning, planning_section
     from worldssl.eval.report import aggregate, comparison_plot, comparison_table, write_report
     from worldssl.runtime.io import write_json
     from worldssl.sweep.jobs import launch, launcher_overrides
@@ -205,7 +206,7 @@ def run(cfg: Any) -> dict[str, Any]:
         else:
             print("  " + worldmodel.ranking_line(summary))
         runs.append({"objective": objective, "seed": seed,
-                     "metrics": {k: v for k, v in summary.items() if k.startswith(("eval/", "probe/"))},
+                     "metrics": {k: v for k, v in summary.items() if k.startswith(("eval/", "probe/", "plan/"))},
                      "seconds": summary.get("seconds")})
         for fig in summary.get("figures", []) if seed == cfg.seeds[0] else []:
             images[f"{objective}: {Path(fig).stem.replace('_', ' ')} (seed {seed})"] = str(
@@ -216,6 +217,7 @@ def run(cfg: Any) -> dict[str, Any]:
     rows = aggregate(runs)
     table = comparison_table(rows, steps)
     print(table)
+    planning = planning_section(rows, directory, steps)  # None unless the runs evaluated planning (plan=true)
     plot = comparison_plot(rows, directory / "comparison.png", steps)
     env_id = json.loads((Path(data) / "manifest.json").read_text())["env_id"]
     notes = [f"env {env_id}; train data {Path(data).resolve()}; eval data {Path(eval_data).resolve()}",
@@ -228,6 +230,7 @@ def run(cfg: Any) -> dict[str, Any]:
         notes.append(f"not in the table (failed or not finished): {'; '.join(missing)}")
     report = write_report(directory / "report.md", f"World-model objectives on {env_id}", rows, steps,
                           {"Hits@1 and MRR vs prediction steps": plot.name, **images}, notes)
+    append_planning(report, planning)
     result = {"report": str(report), "runs": runs, "table": table, "unfinished": missing}
     write_json(directory / "summary.json", result)
     print(f"compare: report at {report}")
