@@ -23,9 +23,10 @@ from worldssl.bench.common import Row, setting_reader
 
 
 def _model(algo: str, precompute: bool, checkpoint: str | None, image_size: int, batch: int, seed: int) -> Any:
+    from stable_baselines3 import PPO, SAC
+
     import envs
     from agents.sb3 import FrozenFeatures, WorldsslExtractor
-    from stable_baselines3 import PPO, SAC
 
     env = envs.make("worldssl/Maze-v0", layout="open", image_size=image_size, action_type="continuous",
                     max_episode_steps=100)
