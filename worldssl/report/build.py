@@ -164,7 +164,7 @@ def _section(verb: str, runs: list[Run], unscored: list[Run], grouping: Grouping
     improvements = _improvements(verb, scores, primary, options) if primary else []
     figs = figures.section_figures(verb, runs, unscored, labels, tables, primary,
                                    scores.get(primary) if primary else None, options, out)
-    return Section(verb, VERB_TITLES.get(verb, verb), grouping.keys, tables, improvements, figs)
+    return Section(verb, VERB_TITLES.get(verb, verb), grouping.keys.get(verb, []), tables, improvements, figs)
 
 
 def _aggregate(table: Table, by_group: dict[str, dict[str, dict[Any, float]]], tasks: list[str], verb: str,

@@ -187,6 +187,9 @@ def planning_vs_distance(tables: Sequence[Any], path: Path) -> Path | None:
                         color=colour, ls="-" if who == "planner" else "--",
                         label=f"{group}{'' if who == 'planner' else f' ({who} policy)'} "
                               f"({_seeds(min(s.n for _, s in pts))})")
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="true distance to the goal (actions)", ylabel="planning success (%)",
                title=f"{task}: planning success (IQM, 95% CI)", ylim=(-3, 103))
         ax.grid(alpha=0.3)

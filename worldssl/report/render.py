@@ -71,13 +71,13 @@ def _table_blocks(table: Table, n_tasks: int) -> list[Block]:
     header = ["task", "budget", "group", "seeds", *[f"{a} [95% CI]" for a in AGGREGATES], "per seed"]
     if published:
         header.append("published (not rerun)")
-    rows, shown = [], set()
+    rows, shown = [], {}
     for r in table.rows:
         cells = [r.task, r.budget, r.group, str(len(r.values)), *_stats_cells(r, digits, gap), _per_seed(r, digits)]
-        if published:  # once per task and budget, on its first row
+        if published:  # a task's published numbers once, where several rows of it would repeat them
             text = "; ".join(p.text() for p in r.published)
-            cells.append(text if (r.task, r.budget) not in shown else "(as above)" if text else "")
-            shown.add((r.task, r.budget))
+            cells.append("(as above)" if text and shown.get((r.task, r.budget)) == text else text or "-")
+            shown[(r.task, r.budget)] = text
         rows.append(cells)
     if m.scale:
         units = (f"Units: {m.unit}; normalised score = value ÷ {m.scale:g}. Optimality gap: the mean shortfall "

@@ -161,13 +161,14 @@ def read_run(directory: Path, running_minutes: float = 10.0, now: float | None =
     if summary is not None:
         run.status, run.note = _budget_status(verb, config, summary)
         return run
-    age = ((now or time.time()) - _newest_mtime(directory)) / 60.0
-    if age <= running_minutes:
-        run.status, run.note = "running", f"no summary.json yet; last write {age:.0f} min ago"
+    newest = _newest_mtime(directory)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(newest))
+    if ((now or time.time()) - newest) / 60.0 <= running_minutes:
+        run.status, run.note = "running", f"no summary.json yet; last write {when}"
     else:
         error = _last_error(directory)
         run.status = "incomplete"
-        run.note = (f"no summary.json; last write {age:.0f} min ago" + (f"; log: {error}" if error else
+        run.note = (f"no summary.json; last write {when}" + (f"; log: {error}" if error else
                     " (killed, failed or interrupted)"))
     return run
 

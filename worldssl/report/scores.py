@@ -166,8 +166,14 @@ def _float(text: str | None) -> float | None:
 
 @dataclasses.dataclass
 class Grouping:
-    keys: list[str]                # the config keys that define groups
+    keys: dict[str, list[str]]     # verb -> the config keys that define its groups
     labels: dict[str, str]         # run path -> group label
+
+
+def _short_key(key: str) -> str:
+    """``encoder.mode`` -> ``mode``; ``objective.name`` -> ``objective`` (a bare ``name`` or ``kind`` says little)."""
+    parts = key.split(".")
+    return parts[-2] if len(parts) > 1 and parts[-1] in ("name", "kind") else parts[-1]
 
 
 def _shorten(values: list[Any]) -> dict[Any, str]:
@@ -196,24 +202,23 @@ def group_runs(runs: Iterable[Run], by: list[str] | None = None, ignore: Iterabl
     def ignored(key: str) -> bool:
         return key in TASK_KEYS or any(key == s or key.startswith(s + ".") for s in skip)
 
-    keys: list[str] = []
-    if by:
-        keys = list(by)
-    else:
-        for verb in dict.fromkeys(r.verb for r in runs):
-            members = [flat[r.path] for r in runs if r.verb == verb]
-            names = dict.fromkeys(k for f in members for k in f)
-            keys += [k for k in names if not ignored(k) and k not in keys
-                     and len({repr(f.get(k)) for f in members}) > 1]
-    shortened = {k: _shorten(list(dict.fromkeys(flat[r.path].get(k) for r in runs))) for k in keys}
+    keys: dict[str, list[str]] = {}
+    for verb in dict.fromkeys(r.verb for r in runs):
+        members = [flat[r.path] for r in runs if r.verb == verb]
+        if by:
+            keys[verb] = list(by)
+            continue
+        names = dict.fromkeys(k for f in members for k in f)
+        keys[verb] = [k for k in names if not ignored(k) and len({repr(f.get(k)) for f in members}) > 1]
+    every = list(dict.fromkeys(k for ks in keys.values() for k in ks))
+    shortened = {k: _shorten(list(dict.fromkeys(flat[r.path].get(k) for r in runs))) for k in every}
     labels = {}
     for r in runs:
-        f = flat[r.path]
-        present = [k for k in keys if k in f or by]
-        if not present:
+        f, own = flat[r.path], keys[r.verb]
+        if not own:
             labels[str(r.path)] = r.verb
-        elif len(keys) == 1:
-            labels[str(r.path)] = shortened[keys[0]][f.get(keys[0])]
+        elif len(own) == 1:
+            labels[str(r.path)] = shortened[own[0]][f.get(own[0])]
         else:
-            labels[str(r.path)] = ", ".join(f"{k.split('.')[-1]}={shortened[k][f.get(k)]}" for k in present)
+            labels[str(r.path)] = ", ".join(f"{_short_key(k)}={shortened[k][f.get(k)]}" for k in own)
     return Grouping(keys, labels)
