@@ -78,6 +78,24 @@ def test_extractor_trains_in_ppo_and_sac_exactly_when_not_frozen(tmp_path, algo,
         assert any(k.endswith("weight") for k in changed), "a trainable extractor's weights did not change"
 
 
+@pytest.mark.parametrize("env_id, kwargs", [
+    ("worldssl/DMC-cartpole-swingup-v0", {"image_size": 64}), ("worldssl/Maze-v0", {"image_size": 32}),
+    ("worldssl/Shapes-v0", {}), ("worldssl/Cubes-v1", {}), ("worldssl/PointReach-v0", {})],
+    ids=["dmc", "maze", "shapes", "cubes", "point"])
+def test_extractor_runs_ppo_on_every_pixel_env_family(env_id, kwargs):
+    """uint8 channel-first frames of each env family (DMC: 3 stacked frames) through the extractor in PPO; the
+    continuous ones also through SAC."""
+    env = envs.make(env_id, **kwargs)
+    policy_kwargs = dict(features_extractor_class=WorldsslExtractor, normalize_images=False, net_arch=[8],
+                         features_extractor_kwargs=dict(checkpoint=None, freeze=True, conv={"feature_dim": 8}))
+    PPO("CnnPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu",
+        policy_kwargs=policy_kwargs).learn(8)
+    if isinstance(env.action_space, gym.spaces.Box):
+        SAC("CnnPolicy", env, buffer_size=50, learning_starts=4, batch_size=4, seed=0, device="cpu",
+            policy_kwargs=policy_kwargs).learn(8)
+    env.close()
+
+
 def test_random_init_extractor_on_the_maze_and_a_world_model_run(tmp_path):
     """checkpoint=None is the DrQ conv encoder at random init; PPO with it acts on the discrete maze; a worldmodel
     run's slot encoder plugs in flattened."""
