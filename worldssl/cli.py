@@ -136,6 +136,29 @@ def _guard(verb: str, fn: Callable[[Any], Any], claim_gpu: bool = True) -> Calla
     return task
 
 
+def compose_verb(verb: str, overrides: list[str]) -> Any:
+    """A verb's config with these overrides, resolved, from inside a running hydra app or outside one; a problem
+    is a ConfigError of one line (for verbs that launch or check other verbs' runs: compare, bench all)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from worldssl.runtime.errors import ConfigError
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            cfg = compose(config_name=verb, overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name=verb):
+                cfg = compose(config_name=verb, overrides=overrides)
+        OmegaConf.to_container(cfg, resolve=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_composition_problem(e, verb)) from e
+    return cfg
+
+
 def _in_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

@@ -13,13 +13,17 @@ from worldssl.runtime.io import atomic_open
 from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
-BENCHES = {"envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl", "worldmodel": "worldssl.bench.worldmodel",
-           "agents": "worldssl.bench.agents", "sb3": "worldssl.bench.sb3"}
+BENCHES = {"all": "worldssl.bench.all", "envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl",
+           "worldmodel": "worldssl.bench.worldmodel", "agents": "worldssl.bench.agents", "sb3": "worldssl.bench.sb3"}
 
 
 def validate(cfg: Any) -> None:
     if cfg.what not in BENCHES:
         raise ConfigError(f"unknown benchmark {cfg.what!r}; valid: {', '.join(BENCHES)} (e.g. `worldssl bench envs`)")
+    if cfg.what == "all":
+        from worldssl.bench.all import check
+
+        check(cfg)
     if cfg.steps < 1 or cfg.repeats < 1:
         raise ConfigError("steps and repeats must be positive integers")
 

@@ -119,10 +119,7 @@ def worldmodel_overrides(cfg: Any) -> list[str]:
     """The ``worldssl worldmodel`` overrides that reproduce this config's shared settings (every key but the
     comparison's own): its group choices (``encoder=``, ``transition=``, ``env=``) and each value that differs
     from what worldmodel composes to with them."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from worldssl.cli import CONFIG_DIR
+    from worldssl.cli import compose_verb
     from worldssl.sweep.jobs import override
 
     try:
@@ -132,11 +129,7 @@ def worldmodel_overrides(cfg: Any) -> list[str]:
     except ValueError:  # API use outside hydra: compare's own defaults
         choices = {"encoder": "slots", "transition": "gnn", "env": "shapes"}
     groups = [f"{g}={choices[g]}" for g in ("encoder", "transition", "env") if choices.get(g) not in (None, "null")]
-    if GlobalHydra.instance().is_initialized():
-        base = compose(config_name="worldmodel", overrides=groups)
-    else:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="compare"):
-            base = compose(config_name="worldmodel", overrides=groups)
+    base = compose_verb("worldmodel", groups)
     mine = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _COMPARE_KEYS]), resolve=True)
     theirs = OmegaConf.create(OmegaConf.to_container(base, resolve=True))
     out = list(groups)
