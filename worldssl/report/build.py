@@ -154,7 +154,8 @@ def _section(verb: str, runs: list[Run], unscored: list[Run], grouping: Grouping
                                             name=f"{verb}/{metric.key}/{task}",
                                             gap_threshold=1.0 if metric.scale else None)[group]
                 run = first[(group, task)]
-                rows.append(Row(group, task, budget_text(verb, budget_of(run)), values.tolist(), seeds,
+                budget = budget_text(verb, budget_of(run)) + _pool(metric, by_group, group, task, runs, labels)
+                rows.append(Row(group, task, budget, values.tolist(), seeds,
                                 {k: v.scaled(scale) for k, v in stats.items()}, _published(run, metric)))
         table = Table(metric, rows, [])
         if len(tasks) > 1:
@@ -165,6 +166,16 @@ def _section(verb: str, runs: list[Run], unscored: list[Run], grouping: Grouping
     figs = figures.section_figures(verb, runs, unscored, labels, tables, primary,
                                    scores.get(primary) if primary else None, options, out)
     return Section(verb, VERB_TITLES.get(verb, verb), grouping.keys.get(verb, []), tables, improvements, figs)
+
+
+def _pool(metric: Metric, by_group: dict, group: str, task: str, runs: list[Run], labels: dict[str, str]) -> str:
+    """``, pool N``: the ranking's candidate pool (C-SWM's scores depend on it), for Hits@1 / MRR rows."""
+    if not metric.key.startswith(("hits@1/", "mrr/")):
+        return ""
+    k = metric.key.split("/")[1]
+    pools = sorted({int((r.summary or {}).get(f"eval/pool/{k}", -1)) for r in runs
+                    if labels[str(r.path)] == group and task_of(r) == task} - {-1})
+    return f", pool {'/'.join(map(str, pools))}" if pools else ""
 
 
 def _aggregate(table: Table, by_group: dict[str, dict[str, dict[Any, float]]], tasks: list[str], verb: str,

@@ -254,15 +254,33 @@ def expected_jobs(multirun: dict[str, Any]) -> list[list[str]] | None:
     return [list(job) for job in itertools.product(*axes)]
 
 
+def _normalised(overrides: list[str]) -> set[tuple[str, str]]:
+    """Overrides as ``(key, value)`` pairs as hydra parses them (``progress=false`` == ``progress=False``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = set()
+    for text in overrides:
+        if text.lstrip("+~").startswith(("hydra.", "hydra/")):
+            continue
+        try:
+            o = parser.parse_override(text)
+            out.add((o.get_key_element(), repr(o.value())))
+        except Exception:  # noqa: BLE001 - an override hydra cannot parse is compared as written
+            out.add((text, ""))
+    return out
+
+
 def missing_jobs(sweep_dir: Path) -> list[tuple[Path, str]]:
-    """``(sweep_dir, overrides)`` of each job of the sweep with no run directory carrying its overrides."""
+    """``(sweep_dir, the job's swept overrides)`` of each job of the sweep with no run directory carrying its
+    overrides."""
     jobs = expected_jobs(_load_yaml(sweep_dir / "multirun.yaml"))
     if not jobs:
         return []
-    present = [set(_overrides(d)) for d in _walk(sweep_dir) if (d / ".hydra" / "overrides.yaml").is_file()]
+    present = [_normalised(_overrides(d)) for d in _walk(sweep_dir) if (d / ".hydra" / "overrides.yaml").is_file()]
+    swept = [o for o in dict.fromkeys(o for job in jobs for o in job) if sum(o in job for job in jobs) < len(jobs)]
     out = []
     for job in jobs:
-        wanted = {o for o in job if not o.lstrip("+~").startswith(("hydra.", "hydra/"))}
-        if not any(wanted <= have for have in present):
-            out.append((sweep_dir, " ".join(sorted(wanted))))
+        if not any(_normalised(job) <= have for have in present):
+            out.append((sweep_dir, " ".join(o for o in job if o in swept) or " ".join(job)))
     return out

@@ -73,6 +73,8 @@ def run(cfg: Any) -> dict[str, Any]:
           f"scored, {len(report.missing)} sweep job(s) missing, {len(report.skipped)} director(y/ies) skipped")
     for status, name, why in ((st, n, w) for n, _, st, w in report.not_scored):
         print(f"  not scored ({status}): {name}: {why}")
+    for sweep, job in report.missing:
+        print(f"  missing sweep job: {sweep}: {job}")
     print(f"report: {md}\nreport: {page}")
     summary = {"report": str(md), "html": str(page), "scored": scored, "not_scored": len(report.not_scored),
                "missing": len(report.missing), "figures": [str(p) for sec in report.sections for _, p in sec.figures]}
