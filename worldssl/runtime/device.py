@@ -60,6 +60,26 @@ def autocast(device: torch.device, enabled: bool | str = "auto", cpu_auto: bool 
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def compile_enabled(enabled: bool | str, device: torch.device) -> bool:
+    """``compile``: ``auto`` compiles on CUDA only (on a CPU, inductor's C++ build costs minutes of a short run and
+    the small models here are not launch-bound); ``True`` / ``False`` force it."""
+    if enabled == "auto":
+        return device.type == "cuda"
+    if isinstance(enabled, bool):
+        return enabled
+    raise ConfigError(f"compile must be auto, true or false, got {enabled!r}")
+
+
+def compile_modules(modules: list[torch.nn.Module], enabled: bool | str, device: torch.device) -> bool:
+    """``torch.compile`` each module in place (``nn.Module.compile``: its state_dict keys, hence checkpoints, stay
+    as they were) when :func:`compile_enabled`; returns whether it did."""
+    if not compile_enabled(enabled, device):
+        return False
+    for module in modules:
+        module.compile()
+    return True
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -50,7 +50,7 @@ from worldssl.runtime.checkpoint import (
     save_module,
     save_train_state,
 )
-from worldssl.runtime.device import autocast
+from worldssl.runtime.device import autocast, compile_modules
 from worldssl.runtime.errors import CheckpointError, ConfigError, WorldsslError
 from worldssl.runtime.io import write_bytes, write_json
 from worldssl.runtime.logger import Logger
@@ -92,6 +92,7 @@ class WorldModelSettings(Settings):
     save_every: int = setting(200, positive_int, "also checkpoint every N optimiser steps inside an epoch")
     seed: int = setting(0, integer, "seeds the epoch order and torch")
     amp: bool | str = setting("auto", amp_mode, "bf16 autocast on CUDA, and on CPUs with AMX")
+    compile: bool | str = setting("auto", amp_mode, "torch.compile the encoder and transition: auto on CUDA only")
     grad_clip: float | None = setting(None, optional(positive), "clip the gradient norm; null: no clipping")
     max_minutes: float | None = setting(None, optional(positive), "training-time budget; stops and checkpoints")
     final_model: str = setting("best_loss", one_of("best_loss", "last"),
@@ -130,6 +131,7 @@ class WorldModelTrainer:
             raise ConfigError(f"window={settings.window} is shorter than the objective's horizon {horizon}; "
                               f"set window >= {horizon}")
         self.model, self.objective = model.to(device), objective.to(device)
+        self.compiled = compile_modules([model.encoder, model.transition], settings.compile, device)
         self.train_set, self.eval_set = train, eval_set
         self.settings, self.device, self.spec = settings, device, dict(spec or {})
         self.run_dir = Path(run_dir)
