@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from worldssl.cli import SUBCOMMAND_KEY, VERBS, preflight
+from worldssl.cli import POSITIONAL_LIST_KEY, SUBCOMMAND_KEY, VERBS, _positional_list, preflight
 from worldssl.runtime.errors import CheckpointError, DataError, WorldsslError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,6 +87,8 @@ def split_command(text: str) -> tuple[str, list[str]]:
                 key = SUBCOMMAND_KEY.get(verb)
                 if key and args and not args[0].startswith("-") and "=" not in args[0]:
                     args = [f"{key}={args[0]}", *args[1:]]
+                if verb in POSITIONAL_LIST_KEY:
+                    args = _positional_list(POSITIONAL_LIST_KEY[verb], args)
                 return verb, args
     raise AssertionError(f"no worldssl call in {text!r}")
 

@@ -146,12 +146,15 @@ def test_statuses_groups_and_metrics(tmp_path):
         os.utime(p, (then, then))
     (runs / "data").mkdir()
     (runs / "data" / "config.yaml").write_text("what: probe\n")  # an `eval probe` run: skipped, listed
+    (runs / "early" / ".hydra").mkdir(parents=True)  # a job that failed before saving its config: listed
+    (runs / "early" / "train.log").write_text("ValueError: bad value\n")
     found = find_runs([runs], running_minutes=10)
     status = {r.path.name: r.status for r in found.runs}
     assert status == {**{f"{m}-{s}": "finished" for m in ("frozen", "scratch") for s in (0, 1, 2)},
                       "stopped": "stopped", "running": "running", "killed": "incomplete"}
     assert "50,000 of 100,000 frames" in next(r.note for r in found.runs if r.status == "stopped")
-    assert [d.name for d, _ in found.skipped] == ["data"]
+    assert [d.name for d, _ in found.skipped] == ["data", "early"]
+    assert "ValueError: bad value" in found.skipped[1][1]
     grouping = group_runs(found.runs)
     assert grouping.keys == {"train": ["encoder.mode"]}  # seed, resume and the task never define a group
     assert {grouping.labels[str(r.path)] for r in found.runs} == {"frozen", "scratch"}
@@ -258,7 +261,7 @@ def test_fast_aggregates_equal_rliable():
 
 def test_report_cli_one_line_errors(tmp_path):
     proc = run_cli("report", str(tmp_path / "nope"), cwd=tmp_path)
-    assert proc.returncode == 2 and "not a directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "nope does not exist or is not a directory" in proc.stderr and "Traceback" not in proc.stderr
     runs = tmp_path / "runs"
     train_run(runs / "a", 0, "frozen", 1.0)
     proc = run_cli("report", str(runs), "pairs=[[frozen,nothing]]", f"reps={REPS}", "hydra.run.dir=r", cwd=tmp_path)

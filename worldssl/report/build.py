@@ -237,6 +237,20 @@ def _common(per_task: dict[str, dict[Any, float]], tasks: list[str]) -> list[Any
     return [s for s in per_task[tasks[0]] if all(s in per_task[t] for t in tasks)]
 
 
+def _resolve(name: str, labels: set[str], scored: set[str]) -> str:
+    """A group label, or the one scored group whose label contains ``name`` (``wm-contrastive`` for
+    ``checkpoint=wm-contrastive, batch_size=128``)."""
+    if name in labels:
+        return name
+    hits = sorted(label for label in scored if name in label)
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise ConfigError(f"pairs names {name!r}, which matches several groups: {'; '.join(hits)}; give more of "
+                          "the label")
+    raise ConfigError(f"pairs names {name!r}, not a group of these runs; groups: {'; '.join(sorted(labels)) or 'none'}")
+
+
 def build_report(dirs: Sequence[str | Path], out: str | Path, *, reps: int = 2000, seed: int = 0,
                  pairs: Sequence[Sequence[str]] = (), by: Sequence[str] | None = None, ignore: Sequence[str] = (),
                  running_minutes: float = 10.0, title: str | None = None) -> Report:
@@ -256,15 +270,12 @@ def build_report(dirs: Sequence[str | Path], out: str | Path, *, reps: int = 200
     found.skipped = [(d, why) for d, why in found.skipped if d.resolve() != out.resolve()]
     grouping = group_runs(found.runs, list(by) if by else None, ignore)
     labels = grouping.labels
-    known = set(labels.values())
     for pair in pairs:
         if len(pair) != 2:
             raise ConfigError(f"pairs takes [A,B] pairs of group labels, got {list(pair)}")
-        unknown = [p for p in pair if p not in known]
-        if unknown:
-            raise ConfigError(f"pairs names {', '.join(map(repr, unknown))}, not a group of these runs; groups: "
-                              f"{', '.join(sorted(known)) or 'none'}")
-    options = {"reps": int(reps), "seed": int(seed), "pairs": [tuple(p) for p in pairs]}
+    scored = {labels[str(r.path)] for r in found.runs if r.status == "finished"}
+    resolved = [tuple(_resolve(str(p), set(labels.values()), scored) for p in pair) for pair in pairs]
+    options = {"reps": int(reps), "seed": int(seed), "pairs": resolved}
     not_scored: list[tuple[str, str, str, str]] = []
     for run in found.runs:
         if run.status != "finished":

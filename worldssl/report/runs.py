@@ -191,6 +191,10 @@ def find_runs(dirs: list[str | Path], running_minutes: float = 10.0) -> Found:
                     found.runs.append(result)
                 else:
                     found.skipped.append(result)
+            elif (directory / ".hydra").is_dir():  # a hydra job that never saved its resolved config
+                error = _last_error(directory)
+                found.skipped.append((directory, "a hydra job without config.yaml: it stopped before its run "
+                                      "began" + (f" ({error})" if error else "")))
             if (directory / "multirun.yaml").is_file():
                 found.missing += missing_jobs(directory)
     found.runs.sort(key=lambda r: str(r.path))

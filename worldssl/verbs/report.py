@@ -51,7 +51,7 @@ def validate(cfg: Any) -> None:
     s = _settings(cfg)
     absent = [d for d in s.dirs if not Path(d).is_dir()]
     if absent:
-        raise ConfigError(f"not a directory: {', '.join(absent)}; give run or sweep directories")
+        raise ConfigError(f"{', '.join(absent)} does not exist or is not a directory; give run or sweep directories")
 
 
 def run(cfg: Any) -> dict[str, Any]:
