@@ -198,37 +198,15 @@ class AgentTrainer:
 
     def evaluate(self) -> dict[str, float]:
         """``eval_episodes`` episodes with the deterministic policy, from fixed start seeds; one video."""
-        returns, successes, video = [], [], []
-        goal_radius = getattr(self.eval_env.unwrapped, "goal_radius", None)  # the maze: success within it
-        for i in range(self.s.eval_episodes):
-            obs, info = self.eval_env.reset(seed=episode_seed(self.s.seed, i, stream=1))
-            done, ret = False, 0.0
-            while not done:
-                if i == 0 and self.s.video:
-                    video.append(self._frame_of(obs))
-                feature = self.agent.encode(obs) if self.agent.caches_features else None
-                a = self.agent.act(self._policy_input(obs, feature), eval_mode=True)
-                obs, r, terminated, truncated, info = self.eval_env.step(self._to_env(a))
-                ret += float(r)
-                done = terminated or truncated
-            if i == 0 and self.s.video:
-                video.append(self._frame_of(obs))
-            returns.append(ret)
-            if goal_radius is not None and "goal_distance" in info:
-                successes.append(float(info["goal_distance"] < goal_radius))
-        if video:
-            self._write_video(video, self.run_dir / "videos" / f"eval_{self.frame:08d}.mp4")
-        out = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-               "eval/episodes": float(len(returns))}
-        if successes:
-            out["eval/success"] = float(np.mean(successes))
-        return out
+        def act(obs: np.ndarray) -> np.ndarray:
+            feature = self.agent.encode(obs) if self.agent.caches_features else None
+            return self._to_env(self.agent.act(self._policy_input(obs, feature), eval_mode=True))
+
+        return evaluate_policy(self.eval_env, act, self.s, self._frame_of,
+                               self.run_dir / "videos" / f"eval_{self.frame:08d}.mp4")
 
     def _frame_of(self, obs: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(obs[-self.frame_shape[0]:].transpose(1, 2, 0))  # newest frame, HWC
-
-    def _write_video(self, frames: list[np.ndarray], path: Path) -> None:
-        write_video(frames, path)
 
     # ---------------------------------------------------------------------------------------- loop
     def train(self, logger: Logger) -> dict[str, Any]:
@@ -363,6 +341,36 @@ class AgentTrainer:
                 if self.wall > 0 else None, "stopped_by": stopped, "finished": self.frame >= self.s.frames,
                 "eval_history": self.history, "settings": asdict(self.s), "agent_spec": self.spec,
                 **({"final_eval_success": last["success"]} if "success" in last else {})}
+
+
+def evaluate_policy(env: Any, act: Any, settings: LoopSettings, frame_of: Any, video_path: Path) -> dict[str, float]:
+    """``settings.eval_episodes`` episodes of ``act(obs) -> env action`` from the evaluation seed stream (start
+    states training never sees); the first one filmed to ``video_path`` (``frame_of(obs)``: an HWC frame) when
+    ``settings.video``. Metrics: mean / std return and, on the maze, ``eval/success``: the fraction of
+    episodes that ended within the goal radius."""
+    returns, successes, video = [], [], []
+    goal_radius = getattr(env.unwrapped, "goal_radius", None)
+    for i in range(settings.eval_episodes):
+        obs, info = env.reset(seed=episode_seed(settings.seed, i, stream=1))
+        done, ret = False, 0.0
+        while not done:
+            if i == 0 and settings.video:
+                video.append(frame_of(obs))
+            obs, r, terminated, truncated, info = env.step(act(obs))
+            ret += float(r)
+            done = terminated or truncated
+        if i == 0 and settings.video:
+            video.append(frame_of(obs))
+        returns.append(ret)
+        if goal_radius is not None and "goal_distance" in info:
+            successes.append(float(info["goal_distance"] < goal_radius))
+    if video:
+        write_video(video, video_path)
+    out = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+           "eval/episodes": float(len(returns))}
+    if successes:
+        out["eval/success"] = float(np.mean(successes))
+    return out
 
 
 _VIDEO_WARNED: list[bool] = []

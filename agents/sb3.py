@@ -400,7 +400,6 @@ class SB3Trainer:
         self.action_repeat = int(getattr(env.unwrapped, "action_repeat", 1))
         pixel_env = env.env if isinstance(env, FrozenFeatures) else env
         self.frame_channels = int(pixel_env.observation_space.shape[0]) // int(getattr(pixel_env, "k", 1))
-        self.goal_radius = getattr(env.unwrapped, "goal_radius", None)  # the maze: success = within this radius
         self.episodes = 0
         self.next_save = settings.save_every_frames
         self.next_eval = 0
@@ -471,33 +470,11 @@ class SB3Trainer:
 
     # ---------------------------------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:
-        """``eval_episodes`` deterministic episodes from start seeds of their own stream (held out from
-        training's); the maze also reports the fraction that reached the goal; one video."""
-        from agents.loop import episode_seed, write_video
+        """:func:`agents.loop.evaluate_policy` with SB3's deterministic action (the maze adds ``eval/success``)."""
+        from agents.loop import evaluate_policy
 
-        returns, successes, video = [], [], []
-        for i in range(self.s.eval_episodes):
-            obs, info = self.eval_env.reset(seed=episode_seed(self.s.seed, i, stream=1))
-            done, ret = False, 0.0
-            while not done:
-                if i == 0 and self.s.video:
-                    video.append(self._frame_of(obs))
-                a, _ = self.model.predict(obs, deterministic=True)
-                obs, r, terminated, truncated, info = self.eval_env.step(a)
-                ret += float(r)
-                done = terminated or truncated
-            if i == 0 and self.s.video:
-                video.append(self._frame_of(obs))
-            returns.append(ret)
-            if self.goal_radius is not None and "goal_distance" in info:
-                successes.append(float(info["goal_distance"] < self.goal_radius))
-        if video:
-            write_video(video, self.run_dir / "videos" / f"eval_{self.frame:08d}.mp4")
-        out = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-               "eval/episodes": float(len(returns))}
-        if successes:
-            out["eval/success"] = float(np.mean(successes))
-        return out
+        return evaluate_policy(self.eval_env, lambda obs: self.model.predict(obs, deterministic=True)[0], self.s,
+                               self._frame_of, self.run_dir / "videos" / f"eval_{self.frame:08d}.mp4")
 
     def _frame_of(self, obs: np.ndarray) -> np.ndarray:
         pixels = self.eval_env.pixels if isinstance(self.eval_env, FrozenFeatures) else obs
