@@ -218,3 +218,15 @@ def test_bad_input_is_one_line():
                                                     SHAPES)
     with pytest.raises(ConfigError, match="has no reward"):
         evaluate_planning(slot_model(), "worldssl/Shapes-v0", {}, 1, PlanSettings(cost="reward"))
+
+
+def test_bench_plan_measures_both_sides():
+    from omegaconf import OmegaConf
+
+    from worldssl.bench.plan import run
+
+    rows = run(OmegaConf.create({"plan_episodes": 2, "repeats": 1, "device": "cpu",
+                                 "plan_cases": ["shapes64_exhaustive"]}))
+    assert len(rows) == 1 and rows[0].ours > 0 and rows[0].baseline > 0 and rows[0].ratio is not None
+    with pytest.raises(ConfigError, match="unknown plan_cases"):
+        run(OmegaConf.create({"plan_cases": ["nope"], "device": "cpu"}))

@@ -14,7 +14,8 @@ from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
 BENCHES = {"all": "worldssl.bench.all", "envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl",
-           "worldmodel": "worldssl.bench.worldmodel", "agents": "worldssl.bench.agents", "sb3": "worldssl.bench.sb3"}
+           "worldmodel": "worldssl.bench.worldmodel", "agents": "worldssl.bench.agents", "sb3": "worldssl.bench.sb3",
+           "plan": "worldssl.bench.plan"}
 
 
 def validate(cfg: Any) -> None:
