@@ -264,5 +264,6 @@ def test_report_cli_one_line_errors(tmp_path):
     assert proc.returncode == 2 and "nope does not exist or is not a directory" in proc.stderr and "Traceback" not in proc.stderr
     runs = tmp_path / "runs"
     train_run(runs / "a", 0, "frozen", 1.0)
+    train_run(runs / "b", 0, "scratch", 2.0)
     proc = run_cli("report", str(runs), "pairs=[[frozen,nothing]]", f"reps={REPS}", "hydra.run.dir=r", cwd=tmp_path)
-    assert proc.returncode == 2 and "'nothing', not a group of these runs" in proc.stderr
+    assert proc.returncode == 2 and "'nothing', not a group of these runs; groups: frozen; scratch" in proc.stderr
