@@ -368,6 +368,7 @@ def evaluate_planning(model: torch.nn.Module, env_id: str, env_kwargs: dict[str,
     )
 
     settings.check()
+    wall, cpu = time.perf_counter(), time.process_time()
     if env_id not in GRID_ENVS + MAZE_ENVS:
         raise ConfigError(f"planning success is defined for Shapes, Cubes and the maze, not {env_id}")
     grid = env_id in GRID_ENVS
@@ -408,7 +409,10 @@ def evaluate_planning(model: torch.nn.Module, env_id: str, env_kwargs: dict[str,
             fresh = _episodes(env, settings, frame_stack, tasks)
             results["oracle"] = closed_loop(fresh, fresh.oracle_actions, np.arange(n))
     env.close()
-    return summarize_planning(results, getattr(world, "distance", None))
+    out = summarize_planning(results, getattr(world, "distance", None))
+    # the whole evaluation (tasks, goal encodings, planner and baselines): wall and this process's CPU seconds
+    out["plan/seconds"], out["plan/cpu_seconds"] = time.perf_counter() - wall, time.process_time() - cpu
+    return out
 
 
 def _episodes(env: Any, settings: PlanSettings, frame_stack: int, tasks: tuple | None) -> Any:
