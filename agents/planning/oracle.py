@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from envs.gridworld import DIRECTIONS
+from worldssl.worldmodels.base import WorldModel
 
 
 class _Pixels(nn.Module):
@@ -70,9 +71,4 @@ class ShapesOracleModel(nn.Module):
         out[rows[moved], obj[moved]] = target[moved]
         return out
 
-    def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        out = []
-        for t in range(actions.shape[1]):
-            z = self.next(z, actions[:, t])
-            out.append(z)
-        return torch.stack(out, dim=1)
+    rollout = WorldModel.rollout  # ``next`` along a sequence, as every world model does
