@@ -81,3 +81,29 @@ def test_maze_planning_goal_and_reward():
         evaluate_planning(discrete, "worldssl/Maze-v0", kwargs, 1, PlanSettings(**settings, planner="cem"))
     with pytest.raises(ConfigError, match="takes observations"):
         evaluate_planning(discrete, "worldssl/Maze-v0", {"image_size": 48}, 1, PlanSettings(**settings))
+
+
+def test_compare_planning_table_plot_and_report(tmp_path):
+    from worldssl.eval.plan import append_planning, planning_section, planning_table
+    from worldssl.eval.report import aggregate, summarize
+
+    runs = [{"objective": obj, "seed": seed, "metrics": {
+        "eval/hits@1/1": 90.0 + seed, "plan/success/1": success, "plan/success/3": success / 2,
+        "plan/success/all": success * 0.75, "plan/random/success/1": 10.0, "plan/random/success/3": 0.0,
+        "plan/random/success/all": 5.0, "plan/oracle/success/1": 100.0, "plan/oracle/success/3": 100.0,
+        "plan/oracle/success/all": 100.0}}
+        for obj, values in (("contrastive", (80.0, 100.0, 90.0)), ("generative_ae", (20.0, 40.0, 30.0)))
+        for seed, success in enumerate(values)]
+    rows = aggregate(runs)
+    lines = planning_table(rows, (1,)).splitlines()
+    assert lines[0].split() == ["objective", "seeds", "Hits@1", "1", "plan", "d=1", "plan", "d=3", "plan", "all"]
+    ci = summarize([80.0, 100.0, 90.0])["ci95"]
+    assert lines[2].split()[:3] == ["contrastive", "3", "91.0"] and f"90 ± {ci:.0f}" in lines[2]
+    assert lines[4].startswith("random policy") and lines[5].startswith("shortest-path oracle") and "100 ± 0" in lines[5]
+    report = tmp_path / "report.md"
+    report.write_text("# comparison\n")
+    section = planning_section(rows, tmp_path, (1,))
+    append_planning(report, section)
+    text = report.read_text()
+    assert "## Planning success" in text and "| generative_ae | 3 |" in text and (tmp_path / "planning.png").is_file()
+    assert planning_table(aggregate([{"objective": "x", "seed": 0, "metrics": {"eval/hits@1/1": 1.0}}])) is None

@@ -524,11 +524,12 @@ def planning_plot(rows: list[dict[str, Any]], path: str | Path) -> Path | None:
     from worldssl.runtime.io import save_figure
 
     curves = []
-    for r in rows:
-        for method, name in (("", r["objective"]), ("random/", "random policy"), ("oracle/", "shortest-path oracle")):
+    for method in ("", "random/", "oracle/"):  # the objectives, then each baseline once (the same episodes)
+        for r in rows:
+            name = {"": r["objective"], "random/": "random policy", "oracle/": "shortest-path oracle"}[method]
             pts = sorted((int(k.rsplit("/", 1)[1]), m["mean"], m["ci95"]) for k, m in r["metrics"].items()
                          if k.startswith(f"plan/{method}success/") and k.rsplit("/", 1)[1].isdigit() and m["values"])
-            if pts and (not method or name not in [c[0] for c in curves]):
+            if pts and name not in [c[0] for c in curves]:
                 curves.append((name, bool(method), pts))
     if not curves:
         return None
