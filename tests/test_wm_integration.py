@@ -35,7 +35,7 @@ def test_objective_trains_a_built_model_and_ranking_runs(shapes_dataset, name):
         objective.attach(model, tuple(z.shape[1:]))
     params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-3)
-    seq = ds.sample_sequences(16, 1, rng=np.random.default_rng(0))
+    seq = ds.sample_sequences(16, getattr(objective, "horizon", 1), rng=np.random.default_rng(0))
     batch = WorldModelBatch(torch.from_numpy(seq.obs), torch.from_numpy(seq.actions), torch.from_numpy(seq.rewards))
     losses = []
     for _ in range(8):
@@ -46,9 +46,6 @@ def test_objective_trains_a_built_model_and_ranking_runs(shapes_dataset, name):
         objective.update_momentum(model)
         losses.append(loss.item())
         assert metrics["wm/loss"] == pytest.approx(loss.item(), rel=1e-5)
-    if name == "selfpredictive":  # the EMA target starts as a copy of the encoder: already aligned
-        assert losses[0] < -0.9 and losses[-1] < -0.9
-    else:
-        assert losses[-1] < losses[0]
+    assert losses[-1] < losses[0]
     result = evaluate_ranking(model, ds, steps=(1, 5))
     assert result["pool/1"] == ds.num_episodes and 0 <= result["hits@1/1"] <= 100

@@ -381,9 +381,12 @@ def test_generative_vae_lazy_head_and_state_dict():
 # ---------------------------------------------------------------- self-predictive
 
 
+FIRST_FORM = {"projection_dim": None, "consistency_weight": 0.0}  # latents compared directly (no heads)
+
+
 def test_selfpredictive_cosine_and_target():
     model, batch = make_model(), make_batch()
-    obj = SelfPredictive(loss="cosine", horizon=2).attach(model)
+    obj = SelfPredictive(loss="cosine", horizon=2, **FIRST_FORM).attach(model)
     loss, metrics = obj.loss(model, batch)
     with torch.no_grad():
         z = model.encode(batch.obs[:, 0])
@@ -404,7 +407,7 @@ def test_selfpredictive_cosine_and_target():
 
 def test_selfpredictive_mse_by_hand():
     model, batch = make_model(slots=False), make_batch()
-    obj = SelfPredictive(loss="mse").attach(model)
+    obj = SelfPredictive(loss="mse", horizon=1, **FIRST_FORM).attach(model)
     loss, _ = obj.loss(model, batch)
     with torch.no_grad():
         p = model.next(model.encode(batch.obs[:, 0]), batch.actions[:, 0])
@@ -440,17 +443,17 @@ def test_selfpredictive_update_momentum_exact():
 
 def test_selfpredictive_state_dict_roundtrip():
     model, batch = make_model(), make_batch()
-    obj = SelfPredictive().attach(model)
+    obj = SelfPredictive(**FIRST_FORM).attach(model)
     with torch.no_grad():
         for p in obj.target_encoder.parameters():
             p.add_(1.0)
-    other = SelfPredictive().attach(make_model(seed=1))
+    other = SelfPredictive(**FIRST_FORM).attach(make_model(seed=1))
     other.load_state_dict(obj.state_dict())
     for a, b in zip(obj.target_encoder.parameters(), other.target_encoder.parameters()):
         assert torch.equal(a, b)
-    lazy = SelfPredictive()  # loss attaches lazily when attach() was skipped
+    lazy = SelfPredictive(horizon=1)  # loss attaches lazily when attach() was skipped, heads sized by the latent
     lazy.loss(model, batch)
-    assert lazy.target_encoder is not None
+    assert lazy.target_encoder is not None and lazy.projector[0].in_features == K * D
     deferred = SelfPredictive(projection_dim=8, hidden_dim=16)  # heads sized by attach(model, latent_shape)
     assert deferred.projector is None
     deferred.attach(model, (K, D))

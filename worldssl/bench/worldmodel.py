@@ -150,7 +150,12 @@ def model_spec(objective: str, hidden_dim: int = 512) -> dict[str, Any]:
             "encoder": {"kind": "slots", "size": "small", "num_slots": 5, "embedding_dim": 2,
                         "hidden_dim": int(hidden_dim)},
             "transition": "gnn", "latent": {"hidden_dim": int(hidden_dim)}, "objective": objective,
-            "objective_kwargs": {}, "reward": False}
+            "objective_kwargs": REFERENCE_KWARGS.get(objective, {}), "reward": False}
+
+
+# the options the straightforward reference implements, where they differ from the objective's defaults:
+# self-prediction in its first form (one step, latents compared directly, no heads), so both sides run the same
+REFERENCE_KWARGS = {"selfpredictive": {"horizon": 1, "projection_dim": None, "consistency_weight": 0.0}}
 
 
 # -- data -------------------------------------------------------------------------------------------------

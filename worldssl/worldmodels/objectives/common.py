@@ -108,6 +108,34 @@ def read_metrics(objective: str, **values: torch.Tensor) -> dict[str, float]:
     return {f"wm/{k}": x for k, x in zip(values, host, strict=True)}
 
 
+@torch.no_grad()
+def collapse_metrics(z: torch.Tensor, prefix: str = "z") -> dict[str, torch.Tensor]:
+    """Collapse diagnostics of a batch of latents ``(B, ...)`` (flattened to ``(B, F)``), as scalar tensors:
+
+    * ``<prefix>_std``, ``<prefix>_std_min``: the per-dimension standard deviation over the batch, mean and
+      smallest (0 for a dimension the encoder no longer uses);
+    * ``<prefix>_rank``: the effective rank of the centred batch (Roy & Vetterli 2007, as RankMe, Garrido et
+      al. 2023, uses it): ``exp(entropy(s / sum(s)))`` of its singular values ``s``, between 1 (every latent on
+      one line: collapsed) and ``min(B, F)`` (variance spread evenly over every direction);
+    * ``<prefix>_spread``: ``sqrt(sum of the per-dimension variances) / |batch mean|``, scale-free; near 0 when
+      every latent is nearly the same vector (the collapse a cosine loss allows: a shared offset that dwarfs
+      what varies), whatever the rank of the small part that varies.
+
+    Computed in float32 with autocast off; no gradient.
+    """
+    x = z.detach().flatten(1).float()
+    with torch.autocast(x.device.type, enabled=False):
+        mean = x.mean(0, keepdim=True)
+        x = x - mean
+        std = x.pow(2).mean(0).sqrt()
+        s = torch.linalg.svdvals(x)
+        p = s / s.sum().clamp_min(1e-12)
+        rank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
+        spread = std.pow(2).sum().sqrt() / mean.norm().clamp_min(1e-12)
+    return {f"{prefix}_std": std.mean(), f"{prefix}_std_min": std.min(), f"{prefix}_rank": rank,
+            f"{prefix}_spread": spread}
+
+
 def latent_size(latent_shape: int | tuple[int, ...] | list[int] | None) -> tuple[int, ...] | None:
     """An int or a shape (``(D,)`` or ``(K, D)``) -> a tuple shape, or None."""
     if latent_shape is None:
