@@ -61,7 +61,8 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, str):
         if _BARE.match(value) and value.lower() not in ("true", "false", "null", "nan", "inf"):
             return value
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        # hydra's quoted strings: a backslash escapes only before a quote or at the end
+        return "'" + re.sub(r"(\\+)(?='|$)", r"\1\1", value).replace("'", "\\'") + "'"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, dict):
@@ -106,10 +107,14 @@ def launch(jobs: Sequence[Job], directory: Path, launcher: Sequence[str] = (), l
     blocked = {j.name: missing for j in jobs if j.name not in earlier
                for missing in [[str(p) for p in (needs or {}).get(j.name, ()) if not Path(p).exists()]] if missing}
     pending = [j for j in jobs if j.name not in earlier and j.name not in blocked]
+    changed = [j.name for j in jobs if j.name in earlier and _recorded(directory / j.name) not in (None, _task(j))]
     label = label or verb
     print(f"{label}: {len(jobs)} {verb} jobs in {directory}; {len(earlier)} done before, launching "
           f"{len(pending)}" + (f" ({' '.join(launcher)})" if launcher and pending else "")
           + (f"; {len(blocked)} blocked (an earlier stage did not make their input)" if blocked else ""), flush=True)
+    if changed:
+        print(f"{label}: {len(changed)} finished job(s) ran with other overrides than these (e.g. {changed[0]}); "
+              f"they are kept as they are: give the sweep another directory to run the new settings", flush=True)
     seconds = 0.0
     if pending:
         directory.mkdir(parents=True, exist_ok=True)
@@ -137,3 +142,18 @@ def launch(jobs: Sequence[Job], directory: Path, launcher: Sequence[str] = (), l
           + (f"; failed or unfinished: {', '.join(failed)} (re-run the same command to retry them)" if failed else ""),
           flush=True)
     return results
+
+
+def _task(job: Job) -> list[str]:
+    return [o for o in job_overrides(job) if not o.startswith("hydra.")]
+
+
+def _recorded(directory: Path) -> list[str] | None:
+    """The overrides a job ran with (hydra's ``.hydra/overrides.yaml``), or None without that file."""
+    import yaml
+
+    path = directory / ".hydra" / "overrides.yaml"
+    try:
+        return [str(o) for o in yaml.safe_load(path.read_text()) or []]
+    except (OSError, yaml.YAMLError):
+        return None

@@ -72,21 +72,25 @@ def run(cfg: Any) -> dict[str, Any]:
     print(f"sweep {cfg.experiment.name} ({cfg.size}): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
           + f"; status of every job in {root / 'sweep.json'}")
     if cfg.report:
-        record["report"] = _report(root)
+        record["report"] = _report(root, [root / s for s in cfg.experiment.report if (root / s).is_dir()],
+                                   f"{cfg.experiment.name} ({cfg.size})")
         write_json(root / "sweep.json", record)
     return record
 
 
-def _report(root: Path) -> str | None:
-    """``worldssl report ROOT`` in a child process (its failure does not undo the sweep)."""
+def _report(root: Path, dirs: list[Path], title: str) -> str | None:
+    """``worldssl report`` of the stages with scores, into ``ROOT/report``, in a child process (its failure does
+    not undo the sweep)."""
     from worldssl.cli import VERBS
+    from worldssl.sweep.jobs import override
 
-    if "report" not in VERBS:
+    if "report" not in VERBS or not dirs:
         return None
     out = root / "report"
-    proc = subprocess.run([sys.executable, "-m", "worldssl.cli", "report", str(root), f"hydra.run.dir={out}"],
-                          check=False)
+    cmd = [sys.executable, "-m", "worldssl.cli", "report", override("dirs", [str(d) for d in dirs]),
+           override("out", str(out)), override("title", title)]
+    proc = subprocess.run(cmd, check=False)
     if proc.returncode != 0:
-        print(f"sweep: `worldssl report {root}` failed (exit {proc.returncode}); the runs are intact")
+        print(f"sweep: `worldssl report` of {root} failed (exit {proc.returncode}); the runs are intact")
         return None
     return str(out)
