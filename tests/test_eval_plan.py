@@ -107,3 +107,12 @@ def test_compare_planning_table_plot_and_report(tmp_path):
     text = report.read_text()
     assert "## Planning success" in text and "| generative_ae | 3 |" in text and (tmp_path / "planning.png").is_file()
     assert planning_table(aggregate([{"objective": "x", "seed": 0, "metrics": {"eval/hits@1/1": 1.0}}])) is None
+
+
+def test_cubes_planning_runs_with_both_baselines():
+    torch.manual_seed(0)
+    model = build_world_model((3, 50, 50), {"type": "discrete", "n": 20}, {"kind": "slots", "size": "small",
+                              "hidden_dim": 16}, "gnn", latent={"hidden_dim": 16}).eval()
+    out = evaluate_planning(model, "worldssl/Cubes-v1", {}, 1, PlanSettings(episodes=1, distances=(1, 2)))
+    assert out["plan/oracle/success/2"] == 100.0 and out["plan/oracle/steps/2"] == 2.0
+    assert {"plan/success/1", "plan/success/2", "plan/random/success/2"} <= set(out)
