@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if verb in POSITIONAL_LIST_KEY:
         rest = _positional_list(POSITIONAL_LIST_KEY[verb], rest)
     module = importlib.import_module(VERBS[verb][0])
+    claims = not getattr(module, "ORCHESTRATOR", False)
+    if claims and not {"-m", "--multirun"} & set(rest):
+        from worldssl.sweep import gpus
+
+        gpus.claim_gpu()  # a single run: before the preflight imports dm_control, which opens its EGL device
     if not any(arg in _HYDRA_FLAGS or arg.split("=")[0] in _HYDRA_FLAGS for arg in rest):
         problem = preflight(verb, rest, getattr(module, "validate", None))
         if problem:
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     import hydra
 
     app = hydra.main(config_path=CONFIG_DIR, config_name=verb, version_base="1.3")(
-        _guard(verb, module.run, claim_gpu=not getattr(module, "ORCHESTRATOR", False)))
+        _guard(verb, module.run, claim_gpu=claims))
     sys.argv = [f"worldssl-{verb}", *rest]
     app()
     return 0
