@@ -13,7 +13,10 @@ claims a GPU when it starts (:func:`claim_gpu`, called by the CLI before a verb 
 
 ``MUJOCO_EGL_DEVICE_ID`` is set to the physical id of the chosen GPU (the ``CUDA_VISIBLE_DEVICES`` entry: MuJoCo's
 EGL numbers devices physically, and dm_control checks the id against that list), so rendering happens on the GPU
-that trains. Without CUDA nothing happens. :func:`choose_gpu` is the decision alone, testable without a GPU.
+that trains. dm_control opens its EGL display when it is first imported, so the claim comes first: a job of
+joblib or submitit claims in its fresh process before the verb imports anything that renders, and a single run
+claims before the CLI's preflight (which imports the env). Without CUDA nothing happens. :func:`choose_gpu` is the
+decision alone, testable without a GPU.
 """
 
 from __future__ import annotations
