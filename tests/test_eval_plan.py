@@ -60,7 +60,7 @@ def maze_model(action_space: dict, reward: bool = False) -> torch.nn.Module:
 
 
 def test_maze_planning_goal_and_reward():
-    settings = dict(episodes=3, maze_steps=3, maze_goal_steps=2, seed=1)
+    settings = dict(episodes=3, maze_steps=3, maze_goal_steps=3, maze_radius=0.3, seed=1)
     discrete = maze_model({"type": "discrete", "n": 6}, reward=True)
     goal = evaluate_planning(discrete, "worldssl/Maze-v0", {"image_size": 32}, 1, PlanSettings(**settings))
     assert goal["plan/episodes"] == 3 and "plan/random/success/all" in goal and "plan/oracle/success/all" not in goal

@@ -10,7 +10,8 @@ replans at every step; an episode succeeds when the env's true object positions 
 the oracle that follows a shortest path on the true state (the ceiling).
 
 **The maze.** Each episode starts from a random pose (the centre of a random free cell, random heading); the
-goal is the pose after ``maze_goal_steps`` random actions, shown as the egocentric frame seen there. Success:
+goal is the pose after ``maze_goal_steps`` random actions (a walk ending closer than two success radii to the
+start is drawn again), shown as the egocentric frame seen there. Success:
 within ``maze_radius`` metres of the goal position within ``maze_steps`` steps; against a random policy. With
 ``cost=reward`` the goal is the maze's own target object (reward +1 there) and the planner maximises the
 predicted return instead.
@@ -239,29 +240,42 @@ class MazeEpisodes:
         self.budgets = np.full(episodes, settings.maze_steps)
         rng = np.random.default_rng(settings.seed)
         cells = free_cells(self.env.grid)
-        self.poses = np.zeros((episodes, 3))
-        for i in range(episodes):
-            xy = cell_to_xy(self.env.grid.shape, cells[int(rng.integers(len(cells)))])
-            self.poses[i] = (xy[0], xy[1], rng.uniform(-np.pi, np.pi))
         self.reward_goal = settings.cost == "reward"
         if self.reward_goal:
-            self.goal_xy = np.repeat(self.env.goal_positions[:1], episodes, axis=0)
             self.radius = float(self.env.goal_radius)
+        target = self.env.goal_positions[0]
+        self.poses = np.zeros((episodes, 3))
+        for i in range(episodes):
+            while True:  # reward: never start within two radii of the target object
+                xy = cell_to_xy(self.env.grid.shape, cells[int(rng.integers(len(cells)))])
+                if not self.reward_goal or np.hypot(*(xy - target)) >= 2 * self.radius:
+                    break
+            self.poses[i] = (xy[0], xy[1], rng.uniform(-np.pi, np.pi))
+        if self.reward_goal:
+            self.goal_xy = np.repeat(self.env.goal_positions[:1], episodes, axis=0)
             self.goal_obs = None
         else:
             self.goal_xy, goal_frames = self._goal_poses(rng, settings.maze_goal_steps)
             self.goal_obs = _Stack(goal_frames, frame_stack).obs
         self.stack = _Stack(np.stack([self.env.set_pose(*p) for p in self.poses]), frame_stack)
 
-    def _goal_poses(self, rng: np.random.Generator, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    def _goal_poses(self, rng: np.random.Generator, steps: int, tries: int = 50) -> tuple[np.ndarray, np.ndarray]:
+        """Per start pose, the pose after ``steps`` random actions, walks redrawn (up to ``tries``, else the
+        farthest is kept) until it ends at least two success radii from the start, so no episode starts solved."""
         xy, frames = [], []
         for pose in self.poses:
-            self.env.set_pose(*pose)
-            frame, info = None, None
-            for _ in range(steps):
-                frame, _, _, _, info = self.env.step(self._random(rng))
-            xy.append(info["pose"][:2])
-            frames.append(frame)
+            best = (-1.0, None, None)
+            for _ in range(tries):
+                self.env.set_pose(*pose)
+                for _ in range(steps):
+                    frame, _, _, _, info = self.env.step(self._random(rng))
+                far = float(np.hypot(*(info["pose"][:2] - pose[:2])))
+                if far > best[0]:
+                    best = (far, info["pose"][:2].copy(), frame)
+                if far >= 2 * self.radius:
+                    break
+            xy.append(best[1])
+            frames.append(best[2])
         return np.asarray(xy, dtype=np.float64), np.stack(frames)
 
     def _random(self, rng: np.random.Generator) -> Any:
