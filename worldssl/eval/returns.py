@@ -68,7 +68,8 @@ def returns_table(groups: dict[str, list[list[tuple[int, float]]]], at_frame: in
 def format_returns(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     head = ["encoder / run", "seeds", "frames", "final eval return", "best eval return", "per seed (final)"]
     body = [[r["label"], str(r["seeds"]), f"{r['frames']:,}" if r["frames"] is not None else "-",
-             _cell(r["final"]), _cell(r["best"]), ", ".join(f"{v:.0f}" for v in r["final"]["values"])] for r in rows]
+             _cell(r["final"], _digits(r)), _cell(r["best"], _digits(r)),
+             ", ".join(f"{v:.{max(_digits(r) - 1, 0)}f}" for v in r["final"]["values"])] for r in rows]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(b) + " |" for b in body])
@@ -77,10 +78,16 @@ def format_returns(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     return "\n".join([fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)])
 
 
-def _cell(s: dict[str, Any]) -> str:
+def _digits(row: dict[str, Any]) -> int:
+    """Decimals of a row: 1 for returns, 3 where every value is a fraction (success rates, e.g. the maze's)."""
+    values = [*row["final"]["values"], *row["best"]["values"]]
+    return 3 if values and all(abs(v) <= 1 for v in values) else 1
+
+
+def _cell(s: dict[str, Any], digits: int = 1) -> str:
     if not s["values"]:
         return "-"
-    return f"{s['mean']:.1f} ± {s['ci95']:.1f}" if len(s["values"]) > 1 else f"{s['mean']:.1f}"
+    return f"{s['mean']:.{digits}f} ± {s['ci95']:.{digits}f}" if len(s["values"]) > 1 else f"{s['mean']:.{digits}f}"
 
 
 def returns_figure(groups: dict[str, list[list[tuple[int, float]]]], title: str = "") -> Any:
