@@ -183,3 +183,29 @@ def test_sweep_dry_run_lists_jobs_and_rejects_unknown_stages(tmp_path):
 
     bad = preflight("sweep", ["experiment=agent_comparison", "stages=[nope]"], sweep.validate)
     assert "unknown stage(s) nope" in bad
+
+
+def test_bench_all_gathers_rows_and_reports_failures_and_skips(tmp_path):
+    """bench all's table: each benchmark's rows under its name, a failed or timed-out benchmark as a row (never
+    left out); a size naming a benchmark this version lacks skips it; a bad override is one line up front."""
+    from hydra import compose, initialize_config_dir
+
+    from worldssl.bench.all import _rows, check, plan
+    from worldssl.cli import CONFIG_DIR
+
+    summary = tmp_path / "envs" / "summary.json"
+    summary.parent.mkdir()
+    summary.write_text(json.dumps({"bench": "envs", "rows": [
+        {"name": "shapes 50x50", "figure": "env steps/s", "ours": 100.0, "baseline": 50.0, "baseline_name": "b",
+         "target": "", "ratio": 2.0}]}))
+    rows = _rows("envs", summary, 0)
+    assert [(r.name, r.ours, r.ratio) for r in rows] == [("envs: shapes 50x50", 100.0, 2.0)]
+    assert _rows("envs", summary, 1)[0].name == "envs: failed (exit 1)"
+    assert _rows("ssl", tmp_path / "ssl" / "summary.json", None)[0].name == "ssl: timed out (all_timeout_s)"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3", job_name="bench"):
+        cfg = compose("bench", ["what=all", "all_size=t", "+all_sizes.t={envs:['steps=2'],nope:[]}"])
+        assert plan(cfg) == [("envs", ["steps=2"])]
+        check(compose("bench", ["what=all", "all_size=gpu"]))  # the size no CPU run here exercises
+        bad = compose("bench", ["what=all", "all_size=t", "+all_sizes.t={envs:['stepz=2']}"])
+        with pytest.raises(Exception, match="all_sizes.t.envs: unknown key 'stepz'"):
+            check(bad)
