@@ -286,7 +286,8 @@ def test_short_run_keeps_the_latent_spread_where_the_first_form_collapses():
     Hits@1 12.9%, spread 0.44); the first form (no heads, cosine on the raw latent) moves every latent onto
     nearly one vector (measured: spread 0.042, effective rank 3.0 of 4: the rank alone does not show it) and
     ranks at chance (0.39%)."""
-    new = train_on_grid(SelfPredictive(projection_dim=16, hidden_dim=32, horizon=3))
+    new = train_on_grid(SelfPredictive(projection_dim=16, hidden_dim=32, horizon=3, predictor="mlp",
+                                       consistency_weight=1.0))
     old = train_on_grid(SelfPredictive(projection_dim=None, horizon=1, consistency_weight=0.0))
     assert new["z_spread"] > 0.2 and new["hits@1"] > 4.0, new
     assert old["z_spread"] < 0.1 and old["hits@1"] < 2.0, old

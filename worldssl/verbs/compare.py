@@ -58,10 +58,12 @@ def validate(cfg: Any) -> None:
     unknown = [o for o in objectives if o not in OBJECTIVES]
     if unknown:
         raise ConfigError(f"unknown objective(s) {', '.join(map(str, unknown))}; valid: {', '.join(OBJECTIVES)}")
-    extra = sorted(set(cfg.objective_kwargs or {}) - set(objectives))
+    # entries for registered objectives that this run leaves out are allowed (compare.yaml sets one by default)
+    extra = sorted(set(cfg.objective_kwargs or {}) - set(OBJECTIVES))
     if extra:
-        raise ConfigError(f"objective_kwargs has entries for {', '.join(extra)}, which are not in objectives")
-    for name in objectives:
+        raise ConfigError(f"objective_kwargs has entries for {', '.join(extra)}, which are not objectives; "
+                          f"valid: {', '.join(OBJECTIVES)}")
+    for name in sorted(set(objectives) | set(cfg.objective_kwargs or {})):
         objective_config(cfg, name)
     check = OmegaConf.merge(cfg, {"data": cfg.data or "<collected>"})
     worldmodel.validate(check)
