@@ -50,26 +50,22 @@ def _collect(root: Path, name: str, env: list[str], size: list[str], seed: int) 
 
 def objective_comparison(exp: Any, size: Any, root: Path) -> list[Stage]:
     envs = _pick(exp.envs, size.envs, "env", exp.name)
-    collect, wm, plan = Stage("collect", []), Stage("worldmodel", []), Stage("plan", [])
+    collect, wm = Stage("collect", []), Stage("worldmodel", [])
     for env_name, env in envs.items():
         sets = {}
         for part, seed in (("train", 1), ("eval", 2)):  # C-SWM: train episodes seeded 1, eval episodes 2
             job, sets[part] = _collect(root, f"{env_name}-{part}", _list(env.env), _list(size[f"{part}_data"]), seed)
             collect.jobs.append(job)
+        plan = ["plan=true", *_list(size.plan)] if env.plan else []  # planning success in the same run
         for objective in exp.objectives:
             for seed in size.seeds:
                 name = f"{env_name}/{objective}/seed{seed}"
                 wm.jobs.append(Job("worldmodel", name, (
-                    *_list(env.env), *_list(env.worldmodel),
-                    f"objective={objective}", override("data", str(sets["train"])),
-                    override("eval_data", str(sets["eval"])), *_list(size.worldmodel), override("seed", int(seed)))))
+                    *_list(env.env), *_list(env.worldmodel), f"objective={objective}",
+                    override("data", str(sets["train"])), override("eval_data", str(sets["eval"])),
+                    *_list(size.worldmodel), *plan, override("seed", int(seed)))))
                 wm.needs[name] = [sets["train"] / "manifest.json", sets["eval"] / "manifest.json"]
-                if env.plan:
-                    run = root / "worldmodel" / name
-                    plan.jobs.append(Job("eval", name, ("what=plan", override("run", str(run)), *_list(size.plan),
-                                                        override("seed", int(seed)))))
-                    plan.needs[name] = [run / "summary.json"]
-    return [collect, wm, plan]
+    return [collect, wm]
 
 
 def _pretrain_stages(exp: Any, size: Any, root: Path, tasks: dict[str, Any],
