@@ -1,6 +1,6 @@
 """``worldssl sweep experiment=NAME size=smoke|full``: a named experiment as stages of hydra multiruns.
 
-Each stage (collect, pretrain, worldmodel, train, plan) is one multirun of its verb through the launcher given on
+Each stage (collect, pretrain, worldmodel, train) is one multirun of its verb through the launcher given on
 the command line (``hydra/launcher=joblib hydra.launcher.n_jobs=4``, ``hydra/launcher=submitit_slurm
 hydra.launcher.partition=...``); see :mod:`worldssl.sweep.experiments` for what each experiment runs and
 :mod:`worldssl.sweep.jobs` for how a re-run skips finished jobs and resumes the rest. The sweep directory gets
