@@ -131,8 +131,8 @@ def _guard(verb: str, fn: Callable[[Any], Any], claim_gpu: bool = True) -> Calla
             return fn(cfg)
         except WorldsslError as e:
             _fail(str(e), verb)
-            if _in_multirun():
-                raise  # hydra marks this job failed and the sweep goes on with the others
+            if _in_multirun():  # hydra marks this job failed and the sweep goes on with the others
+                raise _job_failed(f"worldssl {verb}: a sweep job failed: {e}") from None
             sys.exit(2)
         except Interrupted as e:
             print(f"worldssl {verb}: {e}", file=sys.stderr)
@@ -162,6 +162,14 @@ def compose_verb(verb: str, overrides: list[str]) -> Any:
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_composition_problem(e, verb)) from e
     return cfg
+
+
+def _job_failed(message: str) -> Exception:
+    """The exception a failed multirun job ends with: hydra prints a CompactHydraException as its message alone
+    when the sweep reports its failed jobs, not as a traceback."""
+    from hydra.errors import CompactHydraException
+
+    return CompactHydraException(message)
 
 
 def _in_multirun() -> bool:
