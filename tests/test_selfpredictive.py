@@ -32,19 +32,21 @@ class SlotEncoder(nn.Module):
         return self.mlp(torch.sigmoid(self.maps(obs.float() / 255.0)).flatten(2))
 
 
-class ResidualMLP(nn.Module):
+class LinearStep(nn.Module):
+    """z' = z + W [z, a] + b, per slot."""
+
     def __init__(self, action_dim: int):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(D + action_dim, 16), nn.ReLU(), nn.Linear(16, D))
+        self.step = nn.Linear(D + action_dim, D)
 
     def forward(self, z, a):
-        return z + self.mlp(torch.cat([z, a], dim=-1))
+        return z + self.step(torch.cat([z, a], dim=-1))
 
 
 def make_model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)
     act = ActionEncoder(True, N_ACTIONS, num_slots=K, mode="copy")
-    return WorldModel(SlotEncoder(), ResidualMLP(act.out_dim), act)
+    return WorldModel(SlotEncoder(), LinearStep(act.out_dim), act)
 
 
 def make_batch(seed: int = 0, steps: int = 3) -> WorldModelBatch:
@@ -83,7 +85,7 @@ def test_loss_matches_a_loop_by_hand(predictor, augment):
         z = model.encode(aug(batch.obs[:, 0]))
         predict, consistency = 0.0, 0.0
         for k in range(2):
-            z = z + model.transition.mlp(torch.cat([z, model.action_encoder(batch.actions[:, k])], dim=-1))
+            z = z + model.transition.step(torch.cat([z, model.action_encoder(batch.actions[:, k])], dim=-1))
             zt = obj.target_encoder(aug(batch.obs[:, k + 1]))
             online = obj.predictor(obj.projector(z.reshape(B, -1)))  # batch-norm needs the batch: heads batched
             target = obj.target_projector(zt.reshape(B, -1))
