@@ -13,9 +13,9 @@ from worldssl.runtime.io import atomic_open
 from worldssl.runtime.logger import Logger
 from worldssl.verbs._run import run_dir, save_config
 
-BENCHES = {"all": "worldssl.bench.all", "envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl",
+BENCHES = {"envs": "worldssl.bench.envs", "ssl": "worldssl.bench.ssl",
            "worldmodel": "worldssl.bench.worldmodel", "agents": "worldssl.bench.agents", "sb3": "worldssl.bench.sb3",
-           "plan": "worldssl.bench.plan"}
+           "plan": "worldssl.bench.plan", "all": "worldssl.bench.all"}
 
 
 def validate(cfg: Any) -> None:
