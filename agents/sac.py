@@ -33,8 +33,10 @@ from torch import nn
 
 from agents.encoders import Features
 from worldssl.data.augment import random_shift
+from worldssl.runtime.device import autocast, compile_modules
 from worldssl.runtime.settings import (
     Settings,
+    amp_mode,
     between,
     non_negative,
     non_negative_int,
@@ -72,6 +74,8 @@ class SACConfig(Settings):
     augment_pad: int = setting(4, non_negative_int, "random shift of up to N pixels (0: none)")
     aux_dim: int = setting(128, positive_int, "projection width of the contrastive auxiliary loss")
     aux_weight: float = setting(1.0, non_negative, "weight of the CURL loss beside the critic's")
+    amp: bool | str = setting("auto", amp_mode, "bf16 autocast of the update's forward passes: auto on CUDA only")
+    compile: bool | str = setting("auto", amp_mode, "torch.compile encoder, actor and critic: auto on CUDA only")
 
 
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
@@ -206,6 +210,10 @@ class SACAgent(nn.Module):
             # curl: the encoder's share of the aux gradient is applied by the critic's optimiser, which holds it
             self.aux_opt = torch.optim.Adam(aux_params + (encoder_params if mode == "decoupled" else []), lr=cfg.lr)
         self.updates = 0
+        # GPU path: compiled in place (state_dict keys, hence checkpoints, unchanged); a frozen encoder runs once a
+        # frame outside the update, so only the trained modules are compiled
+        trained = [self.critic, self.actor] + ([features] if mode != "frozen" else [])
+        self.compiled = compile_modules(trained, cfg.compile, self.device)
 
     # ---------------------------------------------------------------------------------------------- acting
     @property
@@ -255,20 +263,22 @@ class SACAgent(nn.Module):
         reward, discount = put(batch.reward).float()[:, None], put(batch.discount).float()[:, None]
         metrics: dict[str, float] = {}
 
-        h = self._h(obs)
-        with torch.no_grad():
-            h_next = self._h(next_obs)
-            a_next, logp_next = self.actor(h_next)
-            tq1, tq2 = self.critic_target(h_next, a_next)
-            target = reward + discount * (torch.min(tq1, tq2) - self.alpha.detach() * logp_next)
-        # the critic's gradient reaches the encoder only where the mode says so
-        h_critic = h if self.mode in ("scratch", "finetune", "curl") else h.detach()
-        q1, q2 = self.critic(h_critic, action)
-        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        with self._autocast():
+            h = self._h(obs)
+            with torch.no_grad():
+                h_next = self._h(next_obs)
+                a_next, logp_next = self.actor(h_next)
+                tq1, tq2 = self.critic_target(h_next, a_next)
+                target = reward + discount * (torch.min(tq1, tq2) - self.alpha.detach() * logp_next.float())
+            # the critic's gradient reaches the encoder only where the mode says so
+            h_critic = h if self.mode in ("scratch", "finetune", "curl") else h.detach()
+            q1, q2 = self.critic(h_critic, action)
+            critic_loss = F.mse_loss(q1.float(), target.float()) + F.mse_loss(q2.float(), target.float())
         self._check("critic_loss", critic_loss)
         self.critic_opt.zero_grad(set_to_none=True)
         if self.aux is not None and self.mode == "curl":
-            aux_loss = self.aux.loss(h, self._aug(put(batch.obs)))
+            with self._autocast():
+                aux_loss = self.aux.loss(h, self._aug(put(batch.obs))).float()
             self._check("curl_loss", aux_loss)
             self.aux_opt.zero_grad(set_to_none=True)
             (critic_loss + cfg.aux_weight * aux_loss).backward()
@@ -281,7 +291,8 @@ class SACAgent(nn.Module):
                         "train/target_q": target.mean().item()})
 
         if self.aux is not None and self.mode == "decoupled":
-            aux_loss = self.aux.loss(h, next_obs)  # ATC: anchor t, positive t+m (the critic saw h detached)
+            with self._autocast():  # ATC: anchor t, positive t+m (the critic saw h detached)
+                aux_loss = self.aux.loss(h, next_obs).float()
             self._check("atc_loss", aux_loss)
             self.aux_opt.zero_grad(set_to_none=True)
             aux_loss.backward()
@@ -297,10 +308,15 @@ class SACAgent(nn.Module):
         self.updates += 1
         return metrics
 
+    def _autocast(self):
+        return autocast(self.device, self.cfg.amp)
+
     def _update_actor(self, h: torch.Tensor) -> dict[str, float]:
-        a, logp = self.actor(h)
-        q1, q2 = self.critic(h, a)
-        actor_loss = (self.alpha.detach() * logp - torch.min(q1, q2)).mean()
+        with self._autocast():
+            a, logp = self.actor(h)
+            q1, q2 = self.critic(h, a)
+        logp = logp.float()
+        actor_loss = (self.alpha.detach() * logp - torch.min(q1, q2).float()).mean()
         self._check("actor_loss", actor_loss)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()

@@ -111,6 +111,36 @@ def test_decoupled_encoder_gets_no_rl_gradient():
     assert "train/atc_loss" in metrics
 
 
+@pytest.mark.parametrize("mode", ["scratch", "curl", "decoupled"])
+def test_gpu_switches_in_their_cpu_form(mode):
+    """amp / compile: auto leaves a CPU run in float32 and uncompiled; amp=true runs the update under bf16
+    autocast (here on the CPU) with finite float32 losses that differ from the float32 update's, and
+    compile=true compiles the trained modules in place (keys unchanged; not run here: inductor's CPU build
+    takes minutes)."""
+    from dataclasses import replace
+
+    from worldssl.data.replay import ReplayBatch
+
+    obs = torch.randint(0, 255, (8, 3, 16, 16), generator=torch.Generator().manual_seed(1), dtype=torch.uint8).numpy()
+    batch = ReplayBatch(obs, np.zeros((8, 1), np.float32), np.ones(8, np.float32), np.full(8, 0.99, np.float32), obs)
+    losses = {}
+    for amp in ("auto", True):
+        torch.manual_seed(0)
+        agent = SACAgent(build_features(mode, (3, 16, 16)), 1, mode, replace(SMALL, amp=amp))
+        assert not agent.compiled
+        torch.manual_seed(1)
+        metrics = agent.update(batch)
+        assert all(np.isfinite(v) for v in metrics.values())
+        losses[amp] = metrics["train/critic_loss"]
+    assert losses["auto"] != losses[True]  # bf16 rounding shows: the switch really changes the arithmetic
+    agent = SACAgent(build_features(mode, (3, 16, 16)), 1, mode, replace(SMALL, compile=True))
+    keys = set(agent.state_dict())
+    assert agent.compiled and agent.critic._compiled_call_impl is not None
+    assert agent.features._compiled_call_impl is not None and set(agent.state_dict()) == keys
+    with pytest.raises(ConfigError, match="compile"):
+        replace(SMALL, compile="sometimes").check()
+
+
 def test_frozen_features_are_cached_and_actor_is_detached(tmp_path):
     """Frozen mode: the loop encodes each frame once; the replay holds features and they equal the encoder's
     output on the rebuilt frame stacks."""
