@@ -267,3 +267,25 @@ def test_report_cli_one_line_errors(tmp_path):
     train_run(runs / "b", 0, "scratch", 2.0)
     proc = run_cli("report", str(runs), "pairs=[[frozen,nothing]]", f"reps={REPS}", "hydra.run.dir=r", cwd=tmp_path)
     assert proc.returncode == 2 and "'nothing', not a group of these runs; groups: frozen; scratch" in proc.stderr
+
+
+def test_scored_count_covers_every_table(tmp_path):
+    """The header counts every scored run once, also when tasks differ in metric (a DMC return is normalised,
+    a maze return is not, so they land in two tables of one section)."""
+    from worldssl.report.build import build_report
+    from worldssl.report.render import blocks_of
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        train_run(runs / f"dmc-{seed}", seed, "frozen", 200.0)
+        maze = train_run(runs / f"maze-{seed}", seed, "frozen", 0.5)
+        cfg = (maze / "config.yaml").read_text().replace("dmc-cartpole-swingup", "maze").replace(
+            "worldssl/DMC-v0", "worldssl/Maze-v0").replace("cartpole-swingup", "null")
+        (maze / "config.yaml").write_text(cfg)
+        summary = json.loads((maze / "summary.json").read_text())
+        (maze / "summary.json").write_text(json.dumps({**summary, "env_id": "worldssl/Maze-v0"}))
+    report = build_report([runs], tmp_path / "out", reps=50)
+    (section,) = report.sections
+    assert len(section.tables) == 2 and section.scored == 4
+    header = next(b for b in blocks_of(report) if "run(s) scored" in str(b))
+    assert "4 run(s) scored" in str(header)

@@ -73,6 +73,7 @@ class Section:
     tables: list[Table]
     improvements: list[Improvement]
     figures: list[tuple[str, Path]]     # (caption, png)
+    scored: int = 0                     # runs with at least one scored metric (each counted once, whatever its tables)
 
 
 @dataclasses.dataclass
@@ -126,10 +127,12 @@ def _section(verb: str, runs: list[Run], unscored: list[Run], grouping: Grouping
     runs = _dedupe(runs, labels, not_scored)
     scores: dict[Metric, dict[str, dict[str, dict[Any, float]]]] = {}   # metric -> group -> task -> seed -> raw
     first: dict[tuple[str, str], Run] = {}
+    scored = 0
     for run in runs:
         group, task = labels[str(run.path)], task_of(run)
         first.setdefault((group, task), run)
         metrics = run_metrics(run)
+        scored += bool(metrics)
         if not metrics:
             not_scored.append((run.name, group, run.status, "finished, but its summary has none of the metrics "
                                "a report scores"))
@@ -165,7 +168,8 @@ def _section(verb: str, runs: list[Run], unscored: list[Run], grouping: Grouping
     improvements = _improvements(verb, scores, primary, options) if primary else []
     figs = figures.section_figures(verb, runs, unscored, labels, tables, primary,
                                    scores.get(primary) if primary else None, options, out)
-    return Section(verb, VERB_TITLES.get(verb, verb), grouping.keys.get(verb, []), tables, improvements, figs)
+    return Section(verb, VERB_TITLES.get(verb, verb), grouping.keys.get(verb, []), tables, improvements, figs,
+                   scored)
 
 
 def _pool(metric: Metric, by_group: dict, group: str, task: str, runs: list[Run], labels: dict[str, str]) -> str:

@@ -104,7 +104,7 @@ def blocks_of(report: Report, images: dict[Path, str] | None = None) -> list[Blo
     counts: dict[str, int] = {}
     for _, _, status, _ in report.not_scored:
         counts[status] = counts.get(status, 0) + 1
-    scored = sum(len(r.values) for sec in report.sections for t in sec.tables[:1] for r in t.rows)
+    scored = sum(sec.scored for sec in report.sections)  # not the rows of one table: tasks can differ in metric
     out = [Block("h1", _t(report.title)),
            Block("p", _t("Runs read from: ", *_join_code(report.dirs), ".")),
            Block("p", _t(f"{scored} run(s) scored; not scored: "
