@@ -289,3 +289,20 @@ def test_scored_count_covers_every_table(tmp_path):
     assert len(section.tables) == 2 and section.scored == 4
     header = next(b for b in blocks_of(report) if "run(s) scored" in str(b))
     assert "4 run(s) scored" in str(header)
+
+
+def test_per_seed_inputs_group_as_seeds_of_one_configuration(tmp_path):
+    """A sweep pretrains an encoder per seed (.../cpc/seed0/..., .../cpc/seed1/...): the runs using them are the
+    seeds of one group, while encoders that differ in anything else stay apart."""
+    runs = tmp_path / "runs"
+    for enc in ("cpc", "moco"):
+        for seed in (0, 1):
+            d = train_run(runs / f"{enc}-{seed}", seed, "frozen", 200.0)
+            cfg = (d / "config.yaml").read_text().replace("note: plain",
+                                                           f"checkpoint: sweep/cartpole/{enc}/seed{seed}/encoder")
+            (d / "config.yaml").write_text(cfg)
+    found = find_runs([runs])
+    grouping = group_runs(found.runs)
+    labels = {r.path.name: grouping.labels[str(r.path)] for r in found.runs}
+    assert labels["cpc-0"] == labels["cpc-1"] != labels["moco-0"] == labels["moco-1"]
+    assert sorted(set(labels.values())) == ["cpc", "moco"]  # the paths shortened to the part that differs

@@ -193,10 +193,18 @@ def _shorten(values: list[Any]) -> dict[Any, str]:
     return texts
 
 
+def _seedless(value: Any, seed: Any) -> Any:
+    """A path naming the run's own seed (an encoder a sweep pretrained with that seed, ``.../cpc/seed1/...``) with
+    that seed replaced by ``seed*``: such runs are seeds of one configuration, not one configuration each."""
+    if isinstance(value, str) and isinstance(seed, int) and not isinstance(seed, bool):
+        return re.sub(rf"(?<![0-9A-Za-z])seed[_=-]?{seed}(?![0-9])", "seed*", value)
+    return value
+
+
 def group_runs(runs: Iterable[Run], by: list[str] | None = None, ignore: Iterable[str] = ()) -> Grouping:
     """Label each run by the values of the keys that vary among runs of its verb (or of ``by``)."""
     runs = list(runs)
-    flat = {r.path: flatten(r.config) for r in runs}
+    flat = {r.path: {k: _seedless(v, r.seed) for k, v in flatten(r.config).items()} for r in runs}
     skip = tuple(IGNORED) + tuple(ignore)
 
     def ignored(key: str) -> bool:
