@@ -2,7 +2,7 @@
 
 A stage of a sweep is a list of :class:`Job` of one verb. :func:`launch` writes them as a job list for
 ``hydra/sweeper=jobs`` and runs ``worldssl VERB -m hydra/sweeper=jobs ...`` in a child process with the launcher
-the user picked (hydra's basic launcher by default: one job after another, on this machine). Each job runs in
+the user picked (hydra's basic launcher by default: one job after another, on the machine that runs the command). Each job runs in
 ``<stage dir>/<job name>/``, named after what varies, with ``resume=auto``: a finished job is not launched again,
 and a job that was interrupted (Slurm preemption or time limit, a killed sweep) resumes from its own checkpoint,
 whether hydra's submitit launcher requeues it or the user re-runs the same command. Results are read back from
