@@ -306,3 +306,18 @@ def test_per_seed_inputs_group_as_seeds_of_one_configuration(tmp_path):
     labels = {r.path.name: grouping.labels[str(r.path)] for r in found.runs}
     assert labels["cpc-0"] == labels["cpc-1"] != labels["moco-0"] == labels["moco-1"]
     assert sorted(set(labels.values())) == ["cpc", "moco"]  # the paths shortened to the part that differs
+
+
+def test_jobs_a_sweep_blocked_are_listed(tmp_path):
+    """A job `worldssl sweep` blocked (an earlier stage failed to make its input) was never launched, so no
+    multirun lists it: the report reads it from sweep.json, for the whole sweep or one stage."""
+    sweep = tmp_path / "sweep"
+    train_run(sweep / "train" / "ok", 0, "frozen", 200.0)
+    record = {"stages": {"train": {"jobs": [
+        {"dir": str(sweep / "train" / "ok"), "name": "ok", "status": "finished"},
+        {"dir": str(sweep / "train" / "cpc-seed1"), "name": "cpc-seed1", "status": "blocked"}]}}}
+    (sweep / "sweep.json").write_text(json.dumps(record))
+    for root in (sweep, sweep / "train"):
+        found = find_runs([root])
+        assert [r.path.name for r in found.runs] == ["ok"]
+        assert found.missing == [(sweep / "train", "cpc-seed1 (blocked: an earlier stage did not make its input)")]

@@ -197,6 +197,8 @@ def find_runs(dirs: list[str | Path], running_minutes: float = 10.0) -> Found:
                                       "began" + (f" ({error})" if error else "")))
             if (directory / "multirun.yaml").is_file():
                 found.missing += missing_jobs(directory)
+    for root in dirs:
+        found.missing += blocked_jobs(Path(root))
     found.runs.sort(key=lambda r: str(r.path))
     names = display_names([r.path for r in found.runs])
     for run in found.runs:
@@ -272,6 +274,32 @@ def _normalised(overrides: list[str]) -> set[tuple[str, str]]:
             out.add((o.get_key_element(), repr(o.value())))
         except Exception:  # noqa: BLE001 - an override hydra cannot parse is compared as written
             out.add((text, ""))
+    return out
+
+
+def blocked_jobs(root: Path) -> list[tuple[Path, str]]:
+    """Jobs a ``worldssl sweep`` recorded in its ``sweep.json`` as blocked or failed that left no run config: a
+    blocked job was never launched (an earlier stage did not make its input), so no multirun lists it. ``root`` is
+    the sweep's directory (every stage) or one stage's directory (that stage)."""
+    if (root / "sweep.json").is_file():
+        record, stages = root / "sweep.json", None
+    elif (root.parent / "sweep.json").is_file():
+        record, stages = root.parent / "sweep.json", {root.name}
+    else:
+        return []
+    try:
+        recorded = json.loads(record.read_text()).get("stages", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    for stage, entry in recorded.items() if isinstance(recorded, dict) else ():
+        if stages is not None and stage not in stages:
+            continue
+        for job in entry.get("jobs", []) if isinstance(entry, dict) else ():
+            status = job.get("status")
+            if status in ("blocked", "failed") and not (Path(str(job.get("dir", ""))) / "config.yaml").is_file():
+                why = "an earlier stage did not make its input" if status == "blocked" else "it failed before its run began"
+                out.append((record.parent / stage, f"{job.get('name')} ({status}: {why})"))
     return out
 
 
