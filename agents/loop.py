@@ -333,14 +333,24 @@ class AgentTrainer:
                   f"over {self.s.eval_episodes} episodes")
 
     def summary(self, stopped: str | None = None) -> dict[str, Any]:
-        last = self.history[-1] if self.history else {}
-        return {"final_eval_return": last.get("return"), "final_eval_frame": last.get("frame"),
-                "best_eval_return": self.best_return if math.isfinite(self.best_return) else None,
-                "frames": self.frame, "steps": self.step, "episodes": self.episode, "updates": self.agent.updates,
-                "wall_seconds": round(self.wall, 1), "frames_per_second": round(self.frame / self.wall, 1)
-                if self.wall > 0 else None, "stopped_by": stopped, "finished": self.frame >= self.s.frames,
-                "eval_history": self.history, "settings": asdict(self.s), "agent_spec": self.spec,
-                **({"final_eval_success": last["success"]} if "success" in last else {})}
+        return run_summary(self, stopped, steps=self.step, episodes=self.episode, updates=self.agent.updates)
+
+
+def run_summary(trainer: Any, stopped: str | None, steps: int, episodes: int, updates: int) -> dict[str, Any]:
+    """``summary.json`` of a training run, the same for every trainer (``history``, ``best_return``, ``frame``,
+    ``wall``, ``s`` and ``spec`` read from ``trainer``; the counters its own)."""
+    last = trainer.history[-1] if trainer.history else {}
+    out = {"final_eval_return": last.get("return"), "final_eval_frame": last.get("frame"),
+           "best_eval_return": trainer.best_return if math.isfinite(trainer.best_return) else None,
+           "frames": trainer.frame, "steps": steps, "episodes": episodes, "updates": updates,
+           "wall_seconds": round(trainer.wall, 1),
+           "frames_per_second": round(trainer.frame / trainer.wall, 1) if trainer.wall > 0 else None,
+           "stopped_by": stopped, "finished": trainer.frame >= trainer.s.frames, "eval_history": trainer.history,
+           "settings": asdict(trainer.s), "agent_spec": trainer.spec}
+    if "success" in last:
+        out["final_eval_success"] = last["success"]
+        out["best_eval_success"] = max(h.get("success", 0.0) for h in trainer.history)
+    return out
 
 
 def evaluate_policy(env: Any, act: Any, settings: LoopSettings, frame_of: Any, video_path: Path) -> dict[str, float]:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -531,18 +531,10 @@ class SB3Trainer:
         return summary
 
     def summary(self, stopped: str | None = None) -> dict[str, Any]:
-        last = self.history[-1] if self.history else {}
-        out = {"final_eval_return": last.get("return"), "final_eval_frame": last.get("frame"),
-               "best_eval_return": self.best_return if math.isfinite(self.best_return) else None,
-               "frames": self.frame, "steps": int(self.model.num_timesteps), "episodes": self.episodes,
-               "updates": self.updates, "wall_seconds": round(self.wall, 1),
-               "frames_per_second": round(self.frame / self.wall, 1) if self.wall > 0 else None,
-               "stopped_by": stopped, "finished": self.frame >= self.s.frames, "eval_history": self.history,
-               "settings": asdict(self.s), "agent_spec": self.spec}
-        if "success" in last:
-            out["final_eval_success"] = last["success"]
-            out["best_eval_success"] = max(h.get("success", 0.0) for h in self.history)
-        return out
+        from agents.loop import run_summary
+
+        return run_summary(self, stopped, steps=int(self.model.num_timesteps), episodes=self.episodes,
+                           updates=self.updates)
 
 
 def representation(spec: dict[str, Any], model: Any, features: Features | None) -> tuple[str, int]:
