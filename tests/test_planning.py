@@ -148,6 +148,27 @@ def test_exhaustive_and_reward_cost_against_brute_force():
         assert returns[(ret[i] == seqs).all(1)].item() == pytest.approx(returns.max().item(), abs=1e-5)
 
 
+@pytest.mark.parametrize("make", [slot_model, box_model], ids=["gnn", "mlp"])
+def test_next_each_is_next_on_every_pair(make):
+    """A search tree's expansion, every action from every latent: the GNN's shared edge messages (and the
+    generic path of other transitions) give next() on the repeated rows, row i * N + j = (latent i, action j);
+    the explicit-edge-list GNN agrees, and so does the planners' chunked form."""
+    from agents.planning.planners import step_each
+
+    model = make()
+    torch.manual_seed(1)
+    z = model.encode(torch.randint(0, 256, (3, *model.encoder.obs_shape), dtype=torch.uint8))
+    acts = torch.arange(20) if make is slot_model else torch.rand(5, 2) * 2 - 1
+    n = acts.shape[0]
+    with torch.no_grad():
+        ref = model.next(z.repeat_interleave(n, dim=0), acts.repeat(3, *([1] * (acts.dim() - 1))))
+        torch.testing.assert_close(model.next_each(z, acts), ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(step_each(model, z, acts, chunk=n), ref, rtol=1e-5, atol=1e-6)  # 3 calls
+        if make is slot_model:
+            model.transition.naive = True
+            torch.testing.assert_close(model.next_each(z, acts), ref, rtol=1e-5, atol=1e-6)
+
+
 def test_beam_as_wide_as_the_tree_is_exhaustive():
     model = slot_model()
     z, cost = torch.randn(4, 5, 2), GoalCost(torch.randn(4, 5, 2))

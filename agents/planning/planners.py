@@ -62,6 +62,22 @@ def step_model(model: torch.nn.Module, z: torch.Tensor, a: torch.Tensor, chunk: 
     return torch.cat([model.next(z[i:i + chunk], a[i:i + chunk]) for i in range(0, z.shape[0], chunk)])
 
 
+def step_each(model: torch.nn.Module, z: torch.Tensor, actions: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Every action of ``actions`` ``(N, ...)`` from every latent of ``z`` ``(M, ...)``: ``(M * N, ...)``, row
+    ``i * N + j`` for latent ``i`` and action ``j`` (a search tree's expansion), about ``chunk`` rows per call.
+    Uses the model's ``next_each`` where it has one (it computes the latent-only part of a transition once per
+    latent), else ``next`` on the repeated rows."""
+    n = actions.shape[0]
+    each = getattr(model, "next_each", None)
+    if each is None:
+        def each(zs, acts):
+            return model.next(zs.repeat_interleave(n, dim=0), acts.repeat(zs.shape[0], *([1] * (acts.dim() - 1))))
+    per = max(1, chunk // n)
+    if z.shape[0] <= per:
+        return each(z, actions)
+    return torch.cat([each(z[i:i + per], actions) for i in range(0, z.shape[0], per)])
+
+
 def sequence_costs(model: torch.nn.Module, z: torch.Tensor, actions: torch.Tensor, cost: Cost,
                    chunk: int) -> torch.Tensor:
     """Cost ``(B, N)`` of ``N`` action sequences ``(B, N, H[, A])`` per episode from latents ``z`` ``(B, ...)``."""
@@ -131,9 +147,9 @@ class Exhaustive(Planner):
             index = index.repeat_interleave(a_n)
             seqs = torch.cat([seqs.repeat_interleave(a_n, dim=0),
                               torch.arange(a_n, device=device).repeat(seqs.shape[0])[:, None]], dim=1)
+            nxt = step_each(model, state, torch.arange(a_n, device=device), self.chunk)
             state = state.repeat_interleave(a_n, dim=0)
             a = seqs[:, t]
-            nxt = step_model(model, state, a, self.chunk)
             total = cost.fold(None if total is None else total.repeat_interleave(a_n),
                               cost.step(state, a, nxt, index, t), t)
             state = nxt
@@ -162,10 +178,10 @@ class Beam(Planner):
             w = seqs.shape[1]
             seqs = torch.cat([seqs.repeat_interleave(a_n, dim=1),
                               torch.arange(a_n, device=device).repeat(b, w)[..., None]], dim=2)  # [B, W*A, t+1]
+            nxt = step_each(model, state.flatten(0, 1), torch.arange(a_n, device=device), self.chunk)
             flat_state = state.repeat_interleave(a_n, dim=1).flatten(0, 1)
             a = seqs[:, :, t].reshape(-1)
             index = rows.repeat_interleave(w * a_n)
-            nxt = step_model(model, flat_state, a, self.chunk)
             total = cost.fold(None if total is None else total.repeat_interleave(a_n, dim=1).reshape(-1),
                               cost.step(flat_state, a, nxt, index, t), t).view(b, w * a_n)
             keep = torch.sort(total, dim=1, stable=True).indices[:, :self.width]  # [B, W']

@@ -54,6 +54,43 @@ def _case(case: tuple, episodes: int, device: torch.device) -> tuple[Any, Any, n
     return mpc, GoalCost(goal), obs
 
 
+class RepeatedRows:
+    """A world model seen without ``next_each``: a planner's tree expansion then steps ``next`` on the parent
+    latents repeated once per action, recomputing the GNN's edge messages for every row (the baseline of the
+    shared-messages rows)."""
+
+    def __init__(self, model: Any):
+        self._model = model
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "next_each":
+            raise AttributeError(name)
+        return getattr(self._model, name)
+
+
+def time_pair(first, second, repeats: int, per_call: int) -> tuple[float, float]:
+    """Calls/s x ``per_call`` of two functions: medians over ``repeats``, in alternation, after one warm-up."""
+    first(), second()
+    fast, slow = [], []
+    for _ in range(repeats):
+        for fn, out in ((first, fast), (second, slow)):
+            t0 = time.perf_counter()
+            fn()
+            out.append(per_call / (time.perf_counter() - t0))
+    return statistics.median(fast), statistics.median(slow)
+
+
+def time_expansion(case: tuple, episodes: int, repeats: int, device: torch.device) -> tuple[float, float]:
+    """``(shared edge messages, repeated rows)`` planning steps/s of the batched planner."""
+    from agents.planning import MPC, episode_generators
+
+    mpc, cost, obs = _case(case, episodes, device)
+    rows = MPC(RepeatedRows(mpc.model), mpc.planner, mpc.space, device)
+    ids = np.arange(episodes)
+    return time_pair(lambda: mpc.act(obs, cost, ids, episode_generators(0, ids)),
+                     lambda: rows.act(obs, cost, ids, episode_generators(0, ids)), repeats, episodes)
+
+
 def time_case(case: tuple, episodes: int, repeats: int, device: torch.device) -> tuple[float, float]:
     """``(batched, per-episode)`` planning steps/s: medians over ``repeats``, the two sides in alternation."""
     from agents.planning import episode_generators
@@ -68,14 +105,7 @@ def time_case(case: tuple, episodes: int, repeats: int, device: torch.device) ->
         for i in ids:
             mpc.act(obs[i:i + 1], cost, ids[i:i + 1], episode_generators(0, [i]))
 
-    batched(), looped()  # warm-up
-    fast, slow = [], []
-    for _ in range(repeats):
-        for fn, out in ((batched, fast), (looped, slow)):
-            t0 = time.perf_counter()
-            fn()
-            out.append(episodes / (time.perf_counter() - t0))
-    return statistics.median(fast), statistics.median(slow)
+    return time_pair(batched, looped, repeats, episodes)
 
 
 def run(cfg: Any) -> list[Row]:
@@ -104,6 +134,13 @@ def run(cfg: Any) -> list[Row]:
             print(f"  {case[0]}: batched {fast:,.1f} steps/s, per-episode loop {slow:,.1f} ({fast / slow:.2f}x)")
             rows.append(Row(f"plan {case[0]}", f"planning steps/s, {episodes} episodes ({device.type})", fast, slow,
                             "the same planner, one episode per call", ">= 10x"))
+            if case[4] == "gnn" and case[6] in ("exhaustive", "beam"):
+                shared, repeated = time_expansion(case, episodes, repeats, device)
+                print(f"  {case[0]}: tree expansion with shared edge messages {shared:,.1f} steps/s, "
+                      f"repeated rows {repeated:,.1f} ({shared / repeated:.2f}x)")
+                rows.append(Row(f"plan {case[0].split(':')[0]} shared edge messages",
+                                f"planning steps/s, {episodes} episodes batched ({device.type})", shared, repeated,
+                                "next() on every (latent, action) row", ""))
     finally:
         torch.set_num_threads(threads)
     return rows

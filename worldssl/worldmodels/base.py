@@ -88,6 +88,19 @@ class WorldModel(nn.Module):
         """One transition step: latent and raw action -> next latent."""
         return self.transition(z, self.action_encoder(a))
 
+    def next_each(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Every action of ``a`` ``(N, ...)`` taken from every latent of ``z`` ``(M, ...)``: next latents
+        ``(M * N, ...)``, row ``i * N + j`` for latent ``i`` and action ``j``. The same function as ``next`` on
+        ``z`` repeated ``N`` times and ``a`` tiled ``M`` times; a transition with an ``each(z, a)`` method
+        computes what depends on the latent alone once per latent instead of once per row (C-SWM's GNN: its
+        edge messages, most of its cost), which is what a planner's search tree needs."""
+        enc = self.action_encoder(a)
+        each = getattr(self.transition, "each", None)
+        if each is not None:
+            return each(z, enc)
+        m, n = z.shape[0], enc.shape[0]
+        return self.transition(z.repeat_interleave(n, dim=0), enc.repeat(m, *([1] * (enc.dim() - 1))))
+
     def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Apply ``next`` along ``actions`` ``(B, L, ...)``: predicted latents ``(B, L, ...)`` for steps 1..L."""
         out = []

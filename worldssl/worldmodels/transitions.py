@@ -129,14 +129,32 @@ class GNNTransition(nn.Module):
         self.register_buffer("edge_dst", cols, persistent=False)
 
     def forward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        b, k, d = z.shape
-        if (k, d) != (self.num_slots, self.embedding_dim):
+        self._check_slots(z)
+        agg = self.aggregate_naive(z) if self.naive else self.aggregate(z)  # [B, K, H]
+        return self._node(z, a, agg)
+
+    def each(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Every encoded action of ``a`` ``(N, ...)`` from every state of ``z`` ``(M, K, D)``: ``(M * N, K, D)``,
+        row ``i * N + j`` = ``forward(z[i], a[j])``. The edge messages depend on the state alone, so they are
+        computed for the ``M`` states once, not for the ``M * N`` rows: with C-SWM's sizes (20 edges against 5
+        nodes, hidden 512) that is about four fifths of a transition's multiply-adds."""
+        self._check_slots(z)
+        m = z.shape[0]
+        n = a.shape[0]
+        agg = self.aggregate_naive(z) if self.naive else self.aggregate(z)  # [M, K, H]
+        if self.action_dim:
+            a = self._slot_actions(a, n).repeat(m, 1, 1)
+        return self._node(z.repeat_interleave(n, dim=0), a, agg.repeat_interleave(n, dim=0))
+
+    def _check_slots(self, z: torch.Tensor) -> None:
+        if z.dim() != 3 or tuple(z.shape[1:]) != (self.num_slots, self.embedding_dim):
             raise ValueError(f"GNNTransition expects slots (B, {self.num_slots}, {self.embedding_dim}), "
                              f"got {tuple(z.shape)}")
-        agg = self.aggregate_naive(z) if self.naive else self.aggregate(z)  # [B, K, H]
+
+    def _node(self, z: torch.Tensor, a: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
         inputs = [z]
         if self.action_dim:
-            inputs.append(self._slot_actions(a, b).to(z.dtype))
+            inputs.append(self._slot_actions(a, z.shape[0]).to(z.dtype))
         inputs.append(agg)
         delta = self.node_mlp(torch.cat(inputs, dim=-1))  # [B, K, D]
         return z + delta if self.residual else delta
