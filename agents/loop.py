@@ -433,10 +433,9 @@ def check_continuous(env: Any, env_id: str, agent: str) -> None:
                           f"{env.action_space}{hint}; pick a continuous-action env")
 
 
-def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
-    """Rebuild a trained agent from a ``worldssl train`` run directory (no code is executed); returns
-    ``(agent, spec)``."""
-    from agents import build_agent
+def read_agent_spec(run_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """``(checkpoints directory, spec)`` of a ``worldssl train`` run (the run or its ``checkpoints/``): what
+    ``checkpoints/agent.json`` says about how to rebuild its agent, for ours and SB3's alike."""
     from worldssl.runtime.errors import CheckpointError
 
     path = Path(run_dir)
@@ -449,6 +448,17 @@ def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple
         spec = json.loads(meta.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"corrupt {meta}: {e}; restore it or re-train") from e
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"corrupt {meta}: not a JSON object; restore it or re-train")
+    return ckpt, spec
+
+
+def load_agent(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild a trained agent from a ``worldssl train`` run directory (no code is executed); returns
+    ``(agent, spec)``."""
+    from agents import build_agent
+
+    ckpt, spec = read_agent_spec(run_dir)
     agent = build_agent(spec, device=device)
     load_module(agent, ckpt / AGENT_WEIGHTS, device, "agent", "the file does not match its agent.json")
     agent.eval()

@@ -188,14 +188,24 @@ class FrozenFeatures(gym.ObservationWrapper):
                               f"env gives {obs_shape}; use an encoder trained at the env's image size and frame stack")
         self.features = features.requires_grad_(False).eval().to(device)
         self.device = torch.device(device)
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (features.repr_dim,), np.float32)
+        self.observation_space = features_space(features)
         self.pixels: np.ndarray | None = None
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
         self.pixels = observation
-        with torch.no_grad():
-            x = torch.as_tensor(np.ascontiguousarray(observation), device=self.device).unsqueeze(0)
-            return self.features(x)[0].float().cpu().numpy()
+        return encode_frozen(self.features, observation, self.device)
+
+
+def features_space(features: Features) -> gym.spaces.Box:
+    """The observation space of :class:`FrozenFeatures` over ``features``."""
+    return gym.spaces.Box(-np.inf, np.inf, (features.repr_dim,), np.float32)
+
+
+def encode_frozen(features: Features, observation: np.ndarray, device: str | torch.device = "cpu") -> np.ndarray:
+    """One pixel observation ``(C, H, W)`` -> the frozen encoder's features, float32 ``(D,)``."""
+    with torch.no_grad():
+        x = torch.as_tensor(np.ascontiguousarray(observation), device=device).unsqueeze(0)
+        return features(x)[0].float().cpu().numpy()
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -259,6 +269,14 @@ def precomputes(spec: dict[str, Any]) -> bool:
     return spec["mode"] == "frozen" and bool(spec.get("config", {}).get("precompute", True))
 
 
+def frozen_features(spec: dict[str, Any], obs_shape: tuple[int, ...]) -> Features | None:
+    """The frozen encoder a :class:`FrozenFeatures` wrapper applies for ``spec`` (``None`` unless
+    :func:`precomputes`); a run's trained copy is in ``checkpoints/features.safetensors``."""
+    if not precomputes(spec):
+        return None
+    return encoder_features(tuple(obs_shape), spec.get("encoder_checkpoint"), spec.get("conv") or None, freeze=True)
+
+
 def build_model(spec: dict[str, Any], env: gym.Env, seed: int, loop: Any, device: str | torch.device = "cpu") -> Any:
     """SB3's PPO or SAC for ``spec`` on ``env`` (pixels, or :class:`FrozenFeatures` when :func:`precomputes`)."""
     from stable_baselines3 import PPO, SAC
@@ -293,6 +311,64 @@ def build_model(spec: dict[str, Any], env: gym.Env, seed: int, loop: Any, device
                learning_starts=loop.seed_frames // repeat, tau=float(cfg.get("tau", 0.005)),
                train_freq=loop.update_every_steps, gradient_steps=int(cfg.get("gradient_steps", 1)),
                ent_coef=f"auto_{float(cfg.get('init_temperature', 0.1))}", **common)
+
+
+def load_weights(model: Any, features: Features | None, ckpt_dir: str | Path, fix: str) -> None:
+    """A checkpoint's policy (and frozen-feature) weights into a freshly built model, from safetensors only."""
+    load_module(model.policy, Path(ckpt_dir) / POLICY_WEIGHTS, model.device, "policy", fix)
+    if features is not None:
+        load_module(features, Path(ckpt_dir) / FEATURE_WEIGHTS, "cpu", "encoder", fix)
+
+
+def check_action_space(spec: dict[str, Any], space: gym.Space, who: str) -> None:
+    """A one-line :class:`ConfigError` unless ``space`` is the kind and size of action ``spec``'s policy outputs
+    (``spec["action_space"]``, ``discrete`` or ``box``, is recorded by runs since it was added; SAC is always box)."""
+    kind = spec.get("action_space") or ("box" if spec["agent"] == "sb3_sac" else None)
+    n = int(spec["action_dim"])
+    if isinstance(space, gym.spaces.Discrete):
+        fits = kind in (None, "discrete") and spec["agent"] == "sb3_ppo" and int(space.n) == n
+    else:
+        fits = isinstance(space, gym.spaces.Box) and kind in (None, "box") and int(np.prod(space.shape)) == n
+    if not fits:
+        outputs = {"discrete": f"one of {n} discrete actions", "box": f"{n} continuous action(s)"}.get(
+            kind, f"actions of size {n}")
+        raise ConfigError(f"{who} outputs {outputs} but the env's action space is {space}; use the run's env "
+                          f"(omit env=)")
+
+
+class _Spaces(gym.Env):
+    """An env that only declares its spaces: enough for SB3 to build a model that will only ``predict``."""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space):
+        self.observation_space, self.action_space = observation_space, action_space
+
+
+def load_model(run_dir: str | Path, action_space: gym.Space) -> tuple[Any, Features | None, dict[str, Any]]:
+    """``(model, features, spec)``: a ``worldssl train agent=sb3_ppo | sb3_sac`` run's model rebuilt from its
+    ``agent.json`` for ``action_space`` and its safetensors weights loaded, as a resume does (nothing is
+    unpickled); ``features`` is the frozen encoder its observations go through first, if the run precomputed
+    them (:func:`encode_frozen`). Buffers are built at their smallest (acting never fills them), and the
+    caller's RNG states are left as they were."""
+    from agents.loop import LoopSettings, read_agent_spec
+
+    ckpt, spec = read_agent_spec(run_dir)
+    if spec.get("agent") not in SB3_ALGOS:
+        raise CheckpointError(f"{run_dir} is an agent={spec.get('agent')} run, not an SB3 one "
+                              f"({' or '.join(SB3_ALGOS)})")
+    check_spec(spec)
+    check_action_space(spec, action_space, f"policy={run_dir}")
+    obs_space = gym.spaces.Box(0, 255, tuple(int(s) for s in spec["obs_shape"]), np.uint8)  # as FrameStack gives
+    saved = rng_state()  # building draws initial weights, and SB3 seeds every global RNG
+    try:
+        features = frozen_features(spec, obs_space.shape)
+        spaces = _Spaces(obs_space if features is None else features_space(features), action_space)
+        acting = {**spec, "config": {**spec.get("config", {}), "n_steps": 2}}  # n_steps sizes PPO's rollout buffer
+        model = build_model(acting, spaces, 0, LoopSettings(frames=2, seed_frames=0, batch_size=2), "cpu")
+    finally:
+        restore_rng(saved)
+    load_weights(model, features, ckpt, "use the run's env (omit env=), or re-train")
+    model.policy.set_training_mode(False)
+    return model, features, spec
 
 
 def optimizers(model: Any) -> dict[str, torch.optim.Optimizer]:
@@ -441,10 +517,8 @@ class SB3Trainer:
         """Restore a checkpoint into this trainer's freshly built model (nothing is unpickled)."""
         ckpt_dir = Path(ckpt_dir)
         state = load_train_state(ckpt_dir, "train")
-        fix = "resume with the agent, encoder and env the run was started with"
-        load_module(self.model.policy, ckpt_dir / POLICY_WEIGHTS, self.model.device, "policy", fix)
-        if self.features is not None:
-            load_module(self.features, ckpt_dir / FEATURE_WEIGHTS, "cpu", "encoder", fix)
+        load_weights(self.model, self.features, ckpt_dir,
+                     "resume with the agent, encoder and env the run was started with")
         for name, opt in optimizers(self.model).items():
             load_optimizer(opt, state["optimizers"][name], ckpt_dir)
         if state.get("log_ent_coef") is not None:
@@ -546,4 +620,5 @@ def representation(spec: dict[str, Any], model: Any, features: Features | None) 
 
 
 __all__ = ["CONFIGS", "SB3_ALGOS", "SB3_MODES", "FrozenFeatures", "SB3PPOConfig", "SB3SACConfig", "SB3Trainer",
-           "WorldsslExtractor", "build_model", "check_pixel_space", "encoder_features", "load_replay", "save_replay"]
+           "WorldsslExtractor", "build_model", "check_action_space", "check_pixel_space", "encode_frozen",
+           "encoder_features", "frozen_features", "load_model", "load_replay", "load_weights", "save_replay"]

@@ -5,9 +5,10 @@ however often the command was interrupted, so a resumed or parallel collection w
 single uninterrupted one.
 
 ``policy`` is ``random`` (uniform over the action space) or a ``worldssl train`` run directory: its agent acts
-(:class:`AgentPolicy`), on the stack of its last ``k`` frames as in training, while the dataset stores single
-frames. The agent's torch RNG is seeded from the episode seed, so a sampling policy is as reproducible as the
-random one, whichever process rolls the episode.
+(:class:`AgentPolicy`; an ``agent=sb3_ppo | sb3_sac`` run through SB3's ``predict``, :class:`SB3Policy`), on
+the stack of its last ``k`` frames as in training, while the dataset stores single frames. The agent's torch RNG
+is seeded from the episode seed, so a sampling policy is as reproducible as the random one, whichever process
+rolls the episode.
 """
 
 from __future__ import annotations
@@ -124,37 +125,47 @@ class AgentPolicy:
     """
 
     def __init__(self, run_dir: str | Path, mode: str = "sample"):
-        import torch
-
-        from agents.loop import load_agent
-
         if mode not in POLICY_MODES:
             raise ConfigError(f"policy_mode must be one of {', '.join(POLICY_MODES)}, got {mode!r}")
         self.run_dir = Path(resolve_policy(str(run_dir)))
         self.mode = mode
-        with torch.random.fork_rng(devices=[]):  # building draws initial weights; the caller's RNG is untouched
-            self.agent, self.spec = load_agent(self.run_dir, device="cpu")
+        self.spec = self._load()
         self.obs_shape = tuple(int(s) for s in self.spec["obs_shape"])
         self.k = 1
         self._frames: list[np.ndarray] = []
-        self._low = self._high = None
+        self.checked = False
+
+    def _load(self) -> dict[str, Any]:
+        """Load the agent; returns its spec."""
+        import torch
+
+        from agents.loop import load_agent
+
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights; the caller's RNG is untouched
+            self.agent, spec = load_agent(self.run_dir, device="cpu")
+        return spec
+
+    def check_frames(self, env) -> None:
+        """A one-line :class:`ConfigError` unless ``env``'s frames stack to the agent's observation; sets ``k``."""
+        frame = tuple(env.observation_space.shape)
+        obs = self.obs_shape
+        if len(frame) != 3 or frame[1:] != obs[1:] or obs[0] % frame[0]:
+            raise ConfigError(f"policy={self.run_dir} acts on observations {obs} but the env gives frames {frame}; "
+                              f"collect with the run's env (omit env=) or one with the same image size")
+        self.k = obs[0] // frame[0]
 
     def check_env(self, env) -> None:
         """A one-line :class:`ConfigError` unless ``env``'s frames stack to the agent's observation and its action
         space is a box of the agent's action size; sets ``k`` and the action bounds."""
         import gymnasium as gym
 
-        frame = tuple(env.observation_space.shape)
-        obs = self.obs_shape
-        if len(frame) != 3 or frame[1:] != obs[1:] or obs[0] % frame[0]:
-            raise ConfigError(f"policy={self.run_dir} acts on observations {obs} but the env gives frames {frame}; "
-                              f"collect with the run's env (omit env=) or one with the same image size")
+        self.check_frames(env)
         space = env.action_space
         if not isinstance(space, gym.spaces.Box) or tuple(space.shape) != (int(self.spec["action_dim"]),):
             raise ConfigError(f"policy={self.run_dir} outputs {self.spec['action_dim']} continuous action(s) but the "
                               f"env's action space is {space}; collect with the run's env (omit env=)")
-        self.k = obs[0] // frame[0]
         self._low, self._high = space.low.astype(np.float32), space.high.astype(np.float32)
+        self.checked = True
 
     def reset(self, frame: np.ndarray) -> None:
         self._frames = [frame] * self.k
@@ -173,6 +184,49 @@ class AgentPolicy:
         from agents.loop import scale_action
 
         return scale_action(self.agent.act(x, eval_mode=self.mode == "mean"), self._low, self._high)
+
+
+class SB3Policy(AgentPolicy):
+    """A ``worldssl train agent=sb3_ppo | sb3_sac`` run acting through SB3's ``predict`` (``mean``:
+    ``deterministic=True``), which also maps its actions onto the env's space (SAC's squashed box, PPO's clipped
+    box or discrete index). The model is rebuilt for the env's action space in :meth:`check_env`
+    (:func:`agents.sb3.load_model`: safetensors only); a run that precomputed frozen features gets the stack's
+    features from its saved encoder, as its :class:`agents.sb3.FrozenFeatures` wrapper computed them."""
+
+    def _load(self) -> dict[str, Any]:
+        from agents.loop import read_agent_spec
+
+        self.model = self.features = None
+        return read_agent_spec(self.run_dir)[1]
+
+    def check_env(self, env) -> None:
+        """A one-line error unless ``env`` fits the run's policy (frames, action space, weights); builds it."""
+        import gymnasium as gym
+
+        from agents.sb3 import load_model
+
+        self.check_frames(env)
+        self.model, self.features, _ = load_model(self.run_dir, env.action_space)
+        self._discrete = isinstance(env.action_space, gym.spaces.Discrete)
+        self.checked = True
+
+    def __call__(self) -> np.ndarray:
+        from agents.sb3 import encode_frozen
+
+        obs = self.observation()
+        x = obs if self.features is None else encode_frozen(self.features, obs)
+        action, _ = self.model.predict(x, deterministic=self.mode == "mean")
+        return np.int64(action) if self._discrete else action
+
+
+def load_policy(run_dir: str | Path, mode: str = "sample") -> AgentPolicy:
+    """The policy of a ``worldssl train`` run: an :class:`SB3Policy` for ``agent=sb3_*`` runs, else an
+    :class:`AgentPolicy`; call ``check_env`` before it acts."""
+    from agents.loop import read_agent_spec
+    from agents.sb3 import SB3_ALGOS
+
+    run = resolve_policy(str(run_dir))
+    return (SB3Policy if read_agent_spec(run)[1].get("agent") in SB3_ALGOS else AgentPolicy)(run, mode)
 
 
 class _EpisodeRNG:
@@ -206,7 +260,7 @@ def run_episode(env, seed: int, policy: str | AgentPolicy = "random",
     ``policy``: ``"random"``, or an :class:`AgentPolicy` (checked against ``env`` with ``check_env`` first).
     """
     if isinstance(policy, AgentPolicy):
-        if policy._low is None:
+        if not policy.checked:
             policy.check_env(env)
         with _EpisodeRNG(seed):
             return _rollout(env, seed, policy, on_steps)
@@ -298,7 +352,7 @@ def make_policy(spec: CollectSpec, env) -> str | AgentPolicy:
     """``"random"``, or the spec's agent loaded and checked against ``env`` (each worker process loads its own)."""
     if spec.policy in POLICIES:
         return spec.policy
-    policy = AgentPolicy(spec.policy, spec.policy_mode)
+    policy = load_policy(spec.policy, spec.policy_mode)
     policy.check_env(env)
     return policy
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from envs.config import env_config
 from worldssl.data import CollectSpec, collect
-from worldssl.data.collect import POLICIES, POLICY_MODES, AgentPolicy, resolve_policy
+from worldssl.data.collect import POLICIES, POLICY_MODES, load_policy, resolve_policy
 from worldssl.runtime.errors import ConfigError
 from worldssl.runtime.io import atomic_open
 from worldssl.runtime.logger import Logger
@@ -125,7 +125,7 @@ def check_policy(spec: CollectSpec) -> None:
         return
     env = spec.make_env()
     try:
-        AgentPolicy(spec.policy, spec.policy_mode).check_env(env)
+        load_policy(spec.policy, spec.policy_mode).check_env(env)
     finally:
         env.close()
 

@@ -147,15 +147,14 @@ def _sb3_trainer(cfg: Any, env: Any, eval_env: Any, settings: Any, directory: Pa
     from worldssl.runtime.device import seed_everything
 
     space = env.action_space
-    spec = agent_spec(cfg, env.observation_space.shape, int(space.n) if isinstance(space, gym.spaces.Discrete)
-                      else int(np.prod(space.shape)))
+    discrete = isinstance(space, gym.spaces.Discrete)
+    spec = {**agent_spec(cfg, env.observation_space.shape, int(space.n) if discrete else int(np.prod(space.shape))),
+            "action_space": "discrete" if discrete else "box"}  # what `worldssl collect policy=` checks an env by
     sb3.check_spec(spec)
     sb3.check_pixel_space(env.observation_space, f"agent={spec['agent']}")
     seed_everything(int(cfg.seed))
-    features = None
-    if sb3.precomputes(spec):
-        features = sb3.encoder_features(tuple(env.observation_space.shape), spec["encoder_checkpoint"],
-                                        spec.get("conv") or None, freeze=True)
+    features = sb3.frozen_features(spec, tuple(env.observation_space.shape))
+    if features is not None:
         env, eval_env = sb3.FrozenFeatures(env, features=features), sb3.FrozenFeatures(eval_env, features=features)
     model = sb3.build_model(spec, env, int(cfg.seed), settings, device)
     trainer = sb3.SB3Trainer(model, env, eval_env, settings, directory, spec, features)
