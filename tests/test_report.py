@@ -174,6 +174,23 @@ def test_paths_are_shortened_and_by_overrides(tmp_path):
     assert sorted(group_runs(runs, by=["lr"]).labels.values()) == ["1", "1", "2"]
 
 
+def test_task_attributes_do_not_label_groups(tmp_path):
+    """Across tasks, keys fixed by the task (its dataset, image size) stay out of the labels; a key that varies
+    within a task still labels its groups."""
+    runs = []
+    for task, size in (("cartpole-swingup", 64), ("reacher-easy", 84)):
+        for mode in ("frozen", "scratch"):
+            config = train_config(0, mode)
+            config["env"].update(task=task, kwargs={"image_size": size})
+            config["data"] = f"/data/{task}"
+            runs.append(Run(tmp_path / f"{task}-{mode}", "train", config, {}))
+    g = group_runs(runs)
+    assert g.keys == {"train": ["encoder.mode"]}
+    assert sorted(set(g.labels.values())) == ["frozen", "scratch"]
+    runs[0].config["env"]["kwargs"]["image_size"] = 32  # now it varies within cartpole: a group key again
+    assert "env.kwargs.image_size" in group_runs(runs).keys["train"]
+
+
 def test_missing_sweep_job_is_listed(tmp_path):
     sweep = tmp_path / "sweep"
     (sweep).mkdir()

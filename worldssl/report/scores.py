@@ -210,14 +210,23 @@ def group_runs(runs: Iterable[Run], by: list[str] | None = None, ignore: Iterabl
     def ignored(key: str) -> bool:
         return key in TASK_KEYS or any(key == s or key.startswith(s + ".") for s in skip)
 
+    def task_attribute(key: str, members: list[Run]) -> bool:
+        """Across several tasks, a key with one value within each task (a per-task dataset, image size or
+        action repeat) describes the task, not a group of runs."""
+        tasks: dict[str, set[str]] = {}
+        for r in members:
+            tasks.setdefault(task_of(r), set()).add(repr(flat[r.path].get(key)))
+        return len(tasks) > 1 and all(len(values) == 1 for values in tasks.values())
+
     keys: dict[str, list[str]] = {}
     for verb in dict.fromkeys(r.verb for r in runs):
-        members = [flat[r.path] for r in runs if r.verb == verb]
+        members = [r for r in runs if r.verb == verb]
         if by:
             keys[verb] = list(by)
             continue
-        names = dict.fromkeys(k for f in members for k in f)
-        keys[verb] = [k for k in names if not ignored(k) and len({repr(f.get(k)) for f in members}) > 1]
+        names = dict.fromkeys(k for r in members for k in flat[r.path])
+        keys[verb] = [k for k in names if not ignored(k) and len({repr(flat[r.path].get(k)) for r in members}) > 1
+                      and not task_attribute(k, members)]
     every = list(dict.fromkeys(k for ks in keys.values() for k in ks))
     shortened = {k: _shorten(list(dict.fromkeys(flat[r.path].get(k) for r in runs))) for k in every}
     labels = {}
