@@ -249,6 +249,11 @@ def test_bench_plan_measures_both_sides():
 
     rows = run(OmegaConf.create({"plan_episodes": 2, "repeats": 1, "device": "cpu",
                                  "plan_cases": ["shapes64_exhaustive"]}))
-    assert len(rows) == 1 and rows[0].ours > 0 and rows[0].baseline > 0 and rows[0].ratio is not None
+    # a GNN search tree gets a second row: its shared edge messages against next() on every (latent, action) row
+    assert [r.name for r in rows] == ["plan shapes64_exhaustive: GNN-64, exhaustive h=1",
+                                      "plan shapes64_exhaustive shared edge messages"]
+    assert all(r.ours > 0 and r.baseline > 0 and r.ratio is not None for r in rows)
+    rows = run(OmegaConf.create({"plan_episodes": 2, "repeats": 1, "device": "cpu", "plan_cases": ["maze_mppi"]}))
+    assert len(rows) == 1  # no tree, no second row
     with pytest.raises(ConfigError, match="unknown plan_cases"):
         run(OmegaConf.create({"plan_cases": ["nope"], "device": "cpu"}))
