@@ -25,6 +25,7 @@ import torch
 
 from agents.planning.costs import Cost
 from worldssl.runtime.errors import ConfigError
+from worldssl.worldmodels.base import every_pair
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,8 @@ def step_each(model: torch.nn.Module, z: torch.Tensor, actions: torch.Tensor, ch
     ``i * N + j`` for latent ``i`` and action ``j`` (a search tree's expansion), about ``chunk`` rows per call.
     Uses the model's ``next_each`` where it has one (it computes the latent-only part of a transition once per
     latent), else ``next`` on the repeated rows."""
-    n = actions.shape[0]
-    each = getattr(model, "next_each", None)
-    if each is None:
-        def each(zs, acts):
-            return model.next(zs.repeat_interleave(n, dim=0), acts.repeat(zs.shape[0], *([1] * (acts.dim() - 1))))
-    per = max(1, chunk // n)
+    each = getattr(model, "next_each", None) or (lambda zs, acts: model.next(*every_pair(zs, acts)))
+    per = max(1, chunk // actions.shape[0])
     if z.shape[0] <= per:
         return each(z, actions)
     return torch.cat([each(z[i:i + per], actions) for i in range(0, z.shape[0], per)])

@@ -68,6 +68,11 @@ class ActionEncoder(nn.Module):
         return enc
 
 
+def every_pair(z: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z, a)`` with one row per (row of ``z``, row of ``a``): row ``i * N + j`` pairs ``z[i]`` and ``a[j]``."""
+    return z.repeat_interleave(a.shape[0], dim=0), a.repeat(z.shape[0], *([1] * (a.dim() - 1)))
+
+
 class WorldModel(nn.Module):
     """Encoder + transition (+ reward head, + decoder for generative objectives), one method per function."""
 
@@ -96,10 +101,7 @@ class WorldModel(nn.Module):
         edge messages, most of its cost), which is what a planner's search tree needs."""
         enc = self.action_encoder(a)
         each = getattr(self.transition, "each", None)
-        if each is not None:
-            return each(z, enc)
-        m, n = z.shape[0], enc.shape[0]
-        return self.transition(z.repeat_interleave(n, dim=0), enc.repeat(m, *([1] * (enc.dim() - 1))))
+        return each(z, enc) if each is not None else self.transition(*every_pair(z, enc))
 
     def rollout(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Apply ``next`` along ``actions`` ``(B, L, ...)``: predicted latents ``(B, L, ...)`` for steps 1..L."""
