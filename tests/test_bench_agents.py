@@ -18,7 +18,8 @@ pytest.importorskip("stable_baselines3")
 TINY = {"what": "agents", "steps": 1, "repeats": 1, "out": None, "device": "cpu", "agent_batch": 4,
         "agent_image_size": 16, "agent_hidden_dim": 16, "agent_feature_dim": 8, "agent_action_dim": 2,
         "agent_replay_size": 10, "agent_updates": 1, "agent_warmup": 1, "agent_bytes_capacity": 50,
-        "agent_sb3_share_features_extractor": [True, False], "agent_e2e": False, "agent_threads": 1}
+        "agent_sb3_share_features_extractor": [True, False], "agent_e2e": False, "agent_threads": 1,
+        "agent_bf16": False}
 
 
 def test_tiny_run_prints_every_row_with_its_baseline_and_ratio(tmp_path, monkeypatch, capsys):
@@ -45,6 +46,32 @@ def test_tiny_run_prints_every_row_with_its_baseline_and_ratio(tmp_path, monkeyp
     assert "trained by the actor loss only" in out  # what SB3 does with a shared extractor is stated
     table = (tmp_path / "bench.md").read_text()
     assert table.startswith("| benchmark |") and table.count("\n") == len(rows) + 2
+
+
+def test_bf16_rows_time_a_second_agent_under_autocast(monkeypatch, capsys):
+    """agent_bf16=true adds ours under bf16 autocast beside each SB3 side; SB3's own rows are unchanged."""
+    import agents.sac
+
+    built = []
+    original = agents.sac.SACAgent.__init__
+
+    def spy(self, features, action_dim, mode, cfg, device):
+        built.append(cfg.amp)
+        original(self, features, action_dim, mode, cfg, device)
+
+    monkeypatch.setattr(agents.sac.SACAgent, "__init__", spy)
+    cfg = OmegaConf.create({**TINY, "agent_bf16": True, "agent_sb3_share_features_extractor": [True]})
+    s = bench_agents.Settings.from_cfg(cfg)
+    import torch
+
+    rows = bench_agents.update_rows(s, torch.device("cpu"))
+    assert built == ["auto", True]  # the default agent, then one with amp forced on
+    assert [r.name for r in rows] == ["sac update scratch 9x16x16 b4 h16",
+                                      "sac update scratch 9x16x16 b4 h16 (ours agent.amp=true: bf16 autocast)"]
+    assert rows[0].baseline == rows[1].baseline and rows[1].baseline_name.endswith("(float32)")
+    assert "with agent.amp=true (bf16 autocast)" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="agent_bf16"):
+        bench_agents.Settings.from_cfg(OmegaConf.create({**TINY, "agent_bf16": "sometimes"}))
 
 
 def test_end_to_end_row_frozen_against_scratch(capsys):

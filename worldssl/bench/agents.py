@@ -21,6 +21,7 @@ Three figures, each beside a baseline measured in the same run:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import statistics
 import tempfile
@@ -61,6 +62,7 @@ class Settings:
     e2e_seed_frames: int = 1000      # random-action frames before the first update (not timed)
     e2e_frames: int = 2000           # timed frames after the seed frames (action repeat included)
     threads: int | None = 1
+    bf16: bool | str = "auto"        # also time ours with agent.amp=true (bf16 autocast); auto: on AMX-class CPUs
     device: str = "auto"
     seed: int = 0
 
@@ -90,6 +92,7 @@ class Settings:
                    e2e_frames=int(get("agent_e2e_frames", d.e2e_frames)),
                    threads=None if raw_threads is None or str(raw_threads).lower() in ("null", "none", "auto")
                    else int(raw_threads),
+                   bf16=_bool_or_auto(get("agent_bf16", d.bf16)),
                    device=str(get("device", d.device)), seed=int(get("seed", d.seed)))
 
     def validate(self) -> None:
@@ -115,6 +118,15 @@ class Settings:
         if "-" not in self.e2e_task:
             raise ConfigError(f"agent_e2e_task must be a DMC domain-task such as cartpole-swingup, got "
                               f"{self.e2e_task!r}")
+
+    def times_bf16(self, device) -> bool:
+        """Whether ours is also timed under bf16 autocast: SAC's own ``amp=auto`` is CUDA only, so on a CPU with
+        bf16 matrix units (AMX) this row shows what ``agent.amp=true`` buys there."""
+        from worldssl.runtime.device import cpu_has_bf16_matmul
+
+        if self.bf16 == "auto":
+            return device.type == "cpu" and cpu_has_bf16_matmul()
+        return bool(self.bf16)
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
@@ -167,6 +179,16 @@ def _pixel_env(obs_shape: tuple[int, ...], action_dim: int) -> Any:
             return np.zeros(obs_shape, np.uint8), 0.0, False, False, {}
 
     return PixelSpaces()
+
+
+def _bool_or_auto(value: Any) -> bool | str:
+    from worldssl.runtime.errors import ConfigError
+
+    if isinstance(value, bool) or str(value).lower() == "auto":
+        return value if isinstance(value, bool) else "auto"
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ConfigError(f"agent_bf16 must be true, false or auto, got {value!r}")
 
 
 def _discount() -> float:
@@ -246,6 +268,11 @@ def update_rows(s: Settings, device) -> list[Row]:
     cfg = SACConfig(hidden_dim=s.hidden_dim, feature_dim=s.feature_dim, actor_update_every=s.actor_update_every,
                     target_update_every=s.target_update_every)
     agent = SACAgent(build_features("scratch", s.obs_shape), s.action_dim, "scratch", cfg, device)
+    agents = {"ours": agent}
+    if s.times_bf16(device):
+        torch.manual_seed(s.seed)
+        agents["ours_bf16"] = SACAgent(build_features("scratch", s.obs_shape), s.action_dim, "scratch",
+                                       dataclasses.replace(cfg, amp=True), device)
     frame_shape = (s.frame_channels, s.image_size, s.image_size)
     replay = ReplayBuffer(s.replay_size + len(episodes), frame_shape, s.frame_stack, (s.action_dim,),
                           discount=_discount())
@@ -257,10 +284,12 @@ def update_rows(s: Settings, device) -> list[Row]:
         fill_sb3(models[share].replay_buffer, episodes, s.frame_stack)
     del episodes
 
-    def ours(n: int) -> None:
-        for _ in range(n):
-            agent.update(replay.sample(s.batch, sample_rng))
-        _sync(device)
+    def ours(agent: Any) -> Any:
+        def fn(n: int) -> None:
+            for _ in range(n):
+                agent.update(replay.sample(s.batch, sample_rng))
+            _sync(device)
+        return fn
 
     def sb3(model: Any) -> Any:
         def fn(n: int) -> None:
@@ -268,7 +297,7 @@ def update_rows(s: Settings, device) -> list[Row]:
             _sync(device)
         return fn
 
-    sides = [("ours", ours)] + [(share, sb3(m)) for share, m in models.items()]
+    sides = [(key, ours(a)) for key, a in agents.items()] + [(share, sb3(m)) for share, m in models.items()]
     for _, fn in sides:
         if s.warmup:
             fn(s.warmup)
@@ -287,6 +316,14 @@ def update_rows(s: Settings, device) -> list[Row]:
         rows.append(Row(label, "updates/s", ours_rate, base, SB3_NAMES[share], ">= 2x"))
         print(f"  sac update: ours {ours_rate:.3g} vs {SB3_NAMES[share]} {base:.3g} updates/s "
               f"({ours_rate / base:.2f}x)", flush=True)
+    if "ours_bf16" in rates:  # SB3 has no autocast: its side stays float32
+        bf16_rate = statistics.median(rates["ours_bf16"])
+        for share in models:
+            base = statistics.median(rates[share])
+            rows.append(Row(f"{label} (ours agent.amp=true: bf16 autocast)", "updates/s", bf16_rate, base,
+                            SB3_NAMES[share] + " (float32)", ""))
+            print(f"  sac update: ours with agent.amp=true (bf16 autocast) {bf16_rate:.3g} vs {SB3_NAMES[share]} "
+                  f"{base:.3g} updates/s ({bf16_rate / base:.2f}x)", flush=True)
     return rows
 
 
