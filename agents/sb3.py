@@ -450,10 +450,10 @@ class _Loop(BaseCallback):
         t.bar_update(self.bar)
         for info, done in zip(self.locals.get("infos", []), self.locals.get("dones", []), strict=False):
             if done and "episode" in info:
-                t.episodes += 1
+                t.episode += 1
                 self.run_logger.log({"train/episode_return": float(info["episode"]["r"]),
                                  "train/episode_length": float(info["episode"]["l"]),
-                                 "train/episode": float(t.episodes)}, step=t.frame)
+                                 "train/episode": float(t.episode)}, step=t.frame)
         if t.frame >= t.next_eval:
             t.evaluate_and_log(self.run_logger, self.bar)
         t.stopped = self.stop.reason
@@ -476,7 +476,7 @@ class SB3Trainer:
         self.action_repeat = int(getattr(env.unwrapped, "action_repeat", 1))
         pixel_env = env.env if isinstance(env, FrozenFeatures) else env
         self.frame_channels = int(pixel_env.observation_space.shape[0]) // int(getattr(pixel_env, "k", 1))
-        self.episodes = 0
+        self.episode = 0
         self.next_save = settings.save_every_frames
         self.next_eval = 0
         self.history: list[dict[str, float]] = []
@@ -505,7 +505,7 @@ class SB3Trainer:
             save_replay(self.model.replay_buffer, self.ckpt_dir / REPLAY_FILE)
         log_ent = getattr(self.model, "log_ent_coef", None)
         state = {"frame": self.frame, "num_timesteps": int(self.model.num_timesteps), "n_updates": self.updates,
-                 "episode": self.episodes, "next_save": self.next_save, "next_eval": self.next_eval,
+                 "episode": self.episode, "next_save": self.next_save, "next_eval": self.next_eval,
                  "best_return": self.best_return, "wall": self.wall, "history": json.dumps(self.history),
                  "optimizers": {k: o.state_dict() for k, o in optimizers(self.model).items()},
                  "log_ent_coef": log_ent.detach().cpu() if isinstance(log_ent, torch.Tensor) else None,
@@ -529,14 +529,14 @@ class SB3Trainer:
         restore_rng(state["rng"])
         self.model.num_timesteps = int(state["num_timesteps"])
         self.model._n_updates = int(state["n_updates"])
-        self.episodes = int(state["episode"])
+        self.episode = int(state["episode"])
         self.next_save, self.next_eval = int(state["next_save"]), int(state["next_eval"])
         self.best_return, self.wall = float(state["best_return"]), float(state["wall"])
         self.history = json.loads(state["history"])
         # fresh episodes from a seed of their own, not the run's first ones again
         from agents.loop import episode_seed
 
-        self.model.env.seed(episode_seed(self.s.seed, self.episodes))
+        self.model.env.seed(episode_seed(self.s.seed, self.episode))
 
     def save_timed(self, wall0: float, deadline: Any) -> None:
         self.wall = wall0 + deadline.elapsed
@@ -607,7 +607,7 @@ class SB3Trainer:
     def summary(self, stopped: str | None = None) -> dict[str, Any]:
         from agents.loop import run_summary
 
-        return run_summary(self, stopped, steps=int(self.model.num_timesteps), episodes=self.episodes,
+        return run_summary(self, stopped, steps=int(self.model.num_timesteps), episodes=self.episode,
                            updates=self.updates)
 
 

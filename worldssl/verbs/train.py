@@ -125,7 +125,7 @@ def train(cfg: Any, directory: Path) -> dict[str, Any]:
         source, repr_dim = agent.features.source, agent.features.repr_dim
     if cfg.resume:
         trainer.load(directory / "checkpoints")
-        log.info("resumed at frame %d (episode %d)", trainer.frame, trainer.episode if hasattr(trainer, "episode") else trainer.episodes)
+        log.info("resumed at frame %d (episode %d)", trainer.frame, trainer.episode)
     with Logger(directory) as logger:
         summary = {"env_id": env_cfg.id, "env": env_cfg.name, "agent": spec["agent"], "mode": spec["mode"],
                    "encoder": source, "repr_dim": repr_dim, "seed": int(cfg.seed),
