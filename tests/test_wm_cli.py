@@ -90,10 +90,12 @@ def test_compare_writes_table_and_report_and_reuses_runs(tmp_path, shapes_datase
 def test_compare_collects_its_data(tmp_path):
     proc = run_cli("compare", "objectives=[contrastive]", "seeds=[0]", "train_episodes=4", "train_episode_steps=6",
                    "eval_episodes=5", "eval_episode_steps=3", "data_root=d", "out=report", "figures=false",
-                   *TINY, cwd=tmp_path, check=True)
+                   *TINY, "probe=true", cwd=tmp_path, check=True)
     assert (tmp_path / "d" / "shapes-v0-train-4x6-seed1" / "manifest.json").is_file()
     assert (tmp_path / "d" / "shapes-v0-eval-5x3-seed2" / "manifest.json").is_file()
     assert "pool" in proc.stdout
+    assert "state probes" in proc.stdout and "twin ridge R2" in proc.stdout  # probe=true: the probe table too
+    assert "## State probes" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_compare_data_directories_differ_by_env_version_task_and_kwargs():

@@ -18,7 +18,15 @@ from worldssl.eval.prediction import (
     slot_alignment,
     slot_maps,
 )
-from worldssl.eval.report import aggregate, comparison_plot, comparison_table, markdown_table, write_report
+from worldssl.eval.report import (
+    aggregate,
+    append_section,
+    comparison_plot,
+    comparison_table,
+    markdown_table,
+    probe_tables,
+    write_report,
+)
 from worldssl.runtime.errors import DataError
 from worldssl.worldmodels.build import build_world_model
 
@@ -188,6 +196,26 @@ def test_tables_and_report(tmp_path):
     assert "![Hits@1 and MRR vs prediction steps](comparison.png)" in text
     assert "![maps](<runs/a b/maps.png>)" in text
     assert "- trained 1 epoch" in text
+
+
+def test_probe_tables_by_hand_and_report_section(tmp_path):
+    """The probe table gives mean ± CI over seeds per objective, leaves out columns no run has, and is None
+    when no run was probed."""
+    runs_ = [{"objective": "a", "seed": s, "metrics": {"probe/encoder/ridge_r2": v, "probe/random_init/ridge_r2": 0.1}}
+             for s, v in enumerate([0.5, 0.7, 0.9])]
+    runs_.append({"objective": "b", "seed": 0, "metrics": {"probe/encoder/ridge_r2": 0.2, "probe/encoder/knn_r2": -0.3}})
+    text, md = probe_tables(aggregate(runs_))
+    ci = 4.303 * 0.2 / math.sqrt(3)
+    assert f"0.700 ± {ci:.3f}" in text and "0.100 ± 0.000" in text and "-0.300 ± 0.000" in text
+    assert "slot R2" not in text and "twin kNN R2" not in text  # no run has them
+    header, _, row_a, row_b = md.splitlines()
+    assert header == "| objective | seeds | ridge R2 | twin ridge R2 | kNN R2 |"
+    assert row_a.startswith("| a | 3 |") and row_b.endswith("| 0.200 ± 0.000 | - | -0.300 ± 0.000 |")
+    assert probe_tables(aggregate(runs())) is None
+    report = tmp_path / "report.md"
+    report.write_text("# R\n\ntable\n")
+    append_section(report, "State probes", md)
+    assert report.read_text() == f"# R\n\ntable\n\n## State probes\n\n{md}\n"
 
 
 # ---------------------------------------------------------------------------------------------- slot alignment

@@ -121,6 +121,37 @@ def markdown_table(rows: list[dict[str, Any]], steps: Sequence[int] = (1, 5, 10)
     return "\n".join(lines)
 
 
+#: probe columns of a comparison: (metric key, header); the random-init twin is the same architecture untrained
+PROBE_COLUMNS = (("probe/encoder/ridge_r2", "ridge R2"), ("probe/random_init/ridge_r2", "twin ridge R2"),
+                 ("probe/encoder/knn_r2", "kNN R2"), ("probe/random_init/knn_r2", "twin kNN R2"),
+                 ("probe/slots/matched_r2", "slot R2"))
+
+
+def probe_tables(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """The state probes of a comparison's runs, mean ± 95% CI over seeds, as plain text and as markdown; ``None``
+    when no run was probed. Columns no run has (``slot R2`` without slot encoders) are left out."""
+    columns = [(key, name) for key, name in PROBE_COLUMNS if any(key in r["metrics"] for r in rows)]
+    if not columns:
+        return None
+    header = ["objective", "seeds", *(name for _, name in columns)]
+    body = [[str(r["objective"]), str(r["n"]), *(_cell(r, key, 3) for key, _ in columns)] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    text = "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+                     for line in [header, ["-" * w for w in widths], *body])
+    markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
+                          *("| " + " | ".join(line) + " |" for line in body)])
+    return text, markdown
+
+
+def append_section(report: str | Path, title: str, body: str) -> None:
+    """Add a ``## title`` section with ``body`` to the end of a markdown report (rewritten atomically)."""
+    from worldssl.runtime.io import atomic_open
+
+    text = Path(report).read_text().rstrip("\n")
+    with atomic_open(Path(report), "w") as f:
+        f.write(f"{text}\n\n## {title}\n\n{body.strip()}\n")
+
+
 def comparison_plot(rows: list[dict[str, Any]], path: str | Path, steps: Sequence[int] = (1, 5, 10)) -> Path:
     """PNG with two panels, Hits@1 and MRR (%) against prediction steps, one line per objective with 95% CI
     error bars; written atomically."""

@@ -178,7 +178,14 @@ ORCHESTRATOR = True
 
 def run(cfg: Any) -> dict[str, Any]:
     from worldssl.eval.plan import append_planning, planning_section
-    from worldssl.eval.report import aggregate, comparison_plot, comparison_table, write_report
+    from worldssl.eval.report import (
+        aggregate,
+        append_section,
+        comparison_plot,
+        comparison_table,
+        probe_tables,
+        write_report,
+    )
     from worldssl.runtime.io import write_json
     from worldssl.sweep.jobs import launch, launcher_overrides
     from worldssl.verbs import worldmodel
@@ -212,6 +219,10 @@ def run(cfg: Any) -> dict[str, Any]:
     rows = aggregate(runs)
     table = comparison_table(rows, steps)
     print(table)
+    probes = probe_tables(rows)  # None unless the runs probed the true state (probe=true)
+    if probes:
+        print("state probes (R^2 of the true object coordinates from the latent; twin = the same encoder untrained):")
+        print(probes[0])
     planning = planning_section(rows, directory, steps)  # None unless the runs evaluated planning (plan=true)
     plot = comparison_plot(rows, directory / "comparison.png", steps)
     env_id = json.loads((Path(data) / "manifest.json").read_text())["env_id"]
@@ -225,6 +236,11 @@ def run(cfg: Any) -> dict[str, Any]:
         notes.append(f"not in the table (failed or not finished): {'; '.join(missing)}")
     report = write_report(directory / "report.md", f"World-model objectives on {env_id}", rows, steps,
                           {"Hits@1 and MRR vs prediction steps": plot.name, **images}, notes)
+    if probes:
+        notes_probe = ("R^2 of a ridge and a k-NN regression of the true state from the latent on held-out eval frames, "
+                       "mean ± 95% CI over seeds; the twin is the same encoder at its random initialisation; slot R2 "
+                       "reads each object from its best-matched slot")
+        append_section(report, "State probes", f"{probes[1]}\n\n{notes_probe}.")
     append_planning(report, planning)
     result = {"report": str(report), "runs": runs, "table": table, "unfinished": missing}
     write_json(directory / "summary.json", result)
