@@ -183,12 +183,11 @@ def _pixel_env(obs_shape: tuple[int, ...], action_dim: int) -> Any:
 
 def _bool_or_auto(value: Any) -> bool | str:
     from worldssl.runtime.errors import ConfigError
+    from worldssl.runtime.settings import amp_mode
 
-    if isinstance(value, bool) or str(value).lower() == "auto":
-        return value if isinstance(value, bool) else "auto"
-    if str(value).lower() in ("true", "false"):
-        return str(value).lower() == "true"
-    raise ConfigError(f"agent_bf16 must be true, false or auto, got {value!r}")
+    if not amp_mode(value):
+        raise ConfigError(f"agent_bf16 must be {amp_mode.valid}, got {value!r}")
+    return value
 
 
 def _discount() -> float:

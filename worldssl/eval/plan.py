@@ -581,13 +581,11 @@ def append_planning(report: Path, section: dict[str, Any] | None) -> None:
     """Append the planning table and plot to a comparison's ``report.md`` (rewritten atomically)."""
     if section is None:
         return
-    from worldssl.runtime.io import atomic_open
+    from worldssl.eval.report import append_section
 
-    text = Path(report).read_text().rstrip("\n")
-    lines = [text, "", "## Planning success", "", section["markdown"], "",
-             "Success in percent (mean ± 95% CI over seeds) of closed-loop planning to a goal image, by the true "
-             "shortest distance to the goal; Hits@1 (%) beside. Baselines on the same episodes.", ""]
+    body = [section["markdown"], "",
+            "Success in percent (mean ± 95% CI over seeds) of closed-loop planning to a goal image, by the true "
+            "shortest distance to the goal; Hits@1 (%) beside. Baselines on the same episodes."]
     if section["plot"]:
-        lines += [f"![planning success vs distance]({section['plot']})", ""]
-    with atomic_open(Path(report), "w") as f:
-        f.write("\n".join(lines))
+        body += ["", f"![planning success vs distance]({section['plot']})"]
+    append_section(report, "Planning success", "\n".join(body))

@@ -97,15 +97,25 @@ def _columns(rows: list[dict[str, Any]], steps: Sequence[int]) -> tuple[list[str
     return header, body
 
 
-def comparison_table(rows: list[dict[str, Any]], steps: Sequence[int] = (1, 5, 10)) -> str:
-    """Plain-text table: one line per objective, Hits@1 and MRR (%) at each step as ``mean ± ci95``, pool size."""
-    header, body = _columns(rows, steps)
+def _text(header: list[str], body: list[list[str]]) -> str:
+    """Aligned plain-text table: the first column left-aligned, the others right-aligned, a rule under the header."""
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
+
+
+def _markdown(header: list[str], body: list[list[str]]) -> str:
+    """GitHub markdown table: the first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+
+
+def comparison_table(rows: list[dict[str, Any]], steps: Sequence[int] = (1, 5, 10)) -> str:
+    """Plain-text table: one line per objective, Hits@1 and MRR (%) at each step as ``mean ± ci95``, pool size."""
+    return _text(*_columns(rows, steps))
 
 
 def markdown_table(rows: list[dict[str, Any]], steps: Sequence[int] = (1, 5, 10)) -> str:
@@ -116,9 +126,7 @@ def markdown_table(rows: list[dict[str, Any]], steps: Sequence[int] = (1, 5, 10)
         unit = "step" if k == 1 else "steps"
         names += [f"Hits@1 ({k} {unit})", f"MRR ({k} {unit})"]
     names.append("pool")
-    lines = ["| " + " | ".join(names) + " |", "|" + "|".join([":---"] + ["---:"] * (len(names) - 1)) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines)
+    return _markdown(names, body)
 
 
 #: probe columns of a comparison: (metric key, header); the random-init twin is the same architecture untrained
@@ -135,12 +143,7 @@ def probe_tables(rows: list[dict[str, Any]]) -> tuple[str, str] | None:
         return None
     header = ["objective", "seeds", *(name for _, name in columns)]
     body = [[str(r["objective"]), str(r["n"]), *(_cell(r, key, 3) for key, _ in columns)] for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-                     for line in [header, ["-" * w for w in widths], *body])
-    markdown = "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
-                          *("| " + " | ".join(line) + " |" for line in body)])
-    return text, markdown
+    return _text(header, body), _markdown(header, body)
 
 
 def append_section(report: str | Path, title: str, body: str) -> None:
