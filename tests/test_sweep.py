@@ -150,7 +150,8 @@ def test_a_sweep_through_submitit_local(tmp_path, shapes_dataset):
 
 def test_an_interrupted_sweep_skips_finished_jobs_and_resumes_the_rest(tmp_path, shapes_dataset):
     args = ["compare", "objectives=[contrastive]", "seeds=[0,1]", f"data={shapes_dataset}",
-            f"eval_data={shapes_dataset}", *TINY, "epochs=12", "steps_per_epoch=2", "save_every=1", "out=cmp"]
+            f"eval_data={shapes_dataset}", *TINY, "epochs=12", "steps_per_epoch=2", "save_every=1", "out=cmp",
+            "jobs=1"]  # one after another: seed 0 finishes before seed 1 starts
     runs = tmp_path / "cmp" / "runs" / "contrastive"
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "worldssl.cli", *args], cwd=tmp_path, env=env, text=True,

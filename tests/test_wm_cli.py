@@ -75,8 +75,9 @@ def test_worldmodel_missing_data_and_wrong_env(tmp_path, shapes_dataset):
 
 def test_compare_writes_table_and_report_and_reuses_runs(tmp_path, shapes_dataset):
     args = ["compare", "objectives=[contrastive,generative_ae]", "seeds=[0,1]", f"data={shapes_dataset}",
-            f"eval_data={shapes_dataset}", *TINY, "out=report", "probe=false"]
+            f"eval_data={shapes_dataset}", *TINY, "out=report", "probe=false", "jobs=2"]
     proc = run_cli(*args, cwd=tmp_path, check=True, timeout=600)
+    assert "launching 4 (hydra/launcher=joblib hydra.launcher.n_jobs=2)" in proc.stdout  # two at a time
     assert "contrastive" in proc.stdout and "generative_ae" in proc.stdout and "±" in proc.stdout
     report = (tmp_path / "report" / "report.md").read_text()
     assert "contrastive" in report and "comparison.png" in report
@@ -109,6 +110,24 @@ def test_compare_data_directories_differ_by_env_version_task_and_kwargs():
     assert len(set(tags)) == len(tags)
     assert tags[0] == "cubes-v1" and tags[3] == "dmc-walker-walk-v0"
     assert dataset_tag("worldssl/DMC-v0", {"task": "hop", "domain": "hopper"}) == tags[5]  # order-free
+
+
+def test_compare_runs_one_job_per_core_on_a_cpu_and_one_at_a_time_on_a_gpu(monkeypatch):
+    import os
+
+    from worldssl.verbs.compare import local_jobs, parallel_launcher
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert local_jobs("auto", 9, "cpu") == 4 and local_jobs("auto", 3, "cpu") == 3
+    assert local_jobs("auto", 9, "cuda") == 1 and local_jobs("auto", 9, "cuda:1") == 1
+    assert local_jobs(2, 9, "cuda") == 2 and local_jobs(5, 2, "cpu") == 2
+    assert parallel_launcher(1) == [] and parallel_launcher(3) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]
+
+
+def test_compare_rejects_a_bad_jobs_value(tmp_path):
+    proc = run_cli("compare", "jobs=0", cwd=tmp_path)
+    assert proc.returncode == 2 and "jobs" in proc.stderr and "auto or a positive integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_compare_rejects_unknown_objective_options(tmp_path):

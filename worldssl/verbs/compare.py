@@ -5,8 +5,8 @@ train and eval data, number of updates, evaluation. Each is ranked with C-SWM's 
 1, 5 and 10 steps), and the table gives the mean and a 95% confidence interval over seeds. Missing datasets
 are collected first. compare is a sweep plus a report: the runs are ``worldssl worldmodel`` jobs of one hydra
 multirun (:mod:`worldssl.sweep.jobs`), launched by the launcher given on the command line
-(``hydra/launcher=joblib`` runs several at once, ``submitit_slurm`` on a cluster; by default hydra's basic
-launcher runs them one after another here). Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a
+(``submitit_slurm`` on a cluster). Without one, ``jobs`` picks how many run at once on this machine: ``auto``
+runs one per CPU core through hydra's joblib launcher (one thread each), or one at a time on a GPU. Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a
 finished run (its ``summary.json``) is not run again and an interrupted one resumes from its checkpoint, so
 re-running the same command (with the same ``out=``) continues where it stopped.
 """
@@ -47,6 +47,8 @@ class CompareSettings(WorldModelRunSettings):
     train_episode_steps: int = setting(100, positive_int, "steps of each collected train episode")
     eval_episodes: int = setting(1000, positive_int, "episodes collected for evaluation when eval_data is null")
     eval_episode_steps: int = setting(10, positive_int, "steps of each collected eval episode")
+    jobs: Any = setting("auto", Check("auto or a positive integer", lambda v: v == "auto" or positive_int(v)),
+                        "runs at once on this machine when no hydra/launcher is given")
 
 
 def validate(cfg: Any) -> None:
@@ -169,7 +171,32 @@ def run_jobs(cfg: Any, data: str, eval_data: str) -> list[Any]:
 
 
 _COMPARE_KEYS = ("objectives", "seeds", "objective_kwargs", "data_root", "train_episodes", "train_episode_steps",
-                 "eval_episodes", "eval_episode_steps", "out", "objective")
+                 "eval_episodes", "eval_episode_steps", "out", "objective", "jobs")
+
+
+def local_jobs(jobs: Any, count: int, device: str = "auto") -> int:
+    """How many of ``count`` runs go at once on this machine: ``jobs``, or for ``auto`` one per usable CPU core
+    on a CPU and one at a time on a GPU (the runs are small: several on one GPU gain little and share its
+    memory). On a 2-core CPU two one-thread runs take about half the time of running them one after another,
+    while one two-thread run gains little over one thread (the models are small; measured in
+    docs/results/compare-shapes.md)."""
+    if jobs != "auto":
+        return max(1, min(int(jobs), count))
+    import os
+
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, count))
+
+
+def parallel_launcher(n: int) -> list[str]:
+    """Launcher overrides that run ``n`` jobs at once through hydra's joblib launcher (none for ``n == 1``:
+    hydra's basic launcher, in order). joblib's loky workers get ``cores // n`` threads each unless
+    ``OMP_NUM_THREADS`` is set."""
+    return [] if n <= 1 else ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={n}"]
 
 
 #: compare only launches jobs: the CLI does not claim a GPU for it (see worldssl.sweep.gpus)
@@ -195,7 +222,9 @@ def run(cfg: Any) -> dict[str, Any]:
     save_config(cfg, directory)
     data, eval_data = datasets(cfg)
     steps = tuple(int(k) for k in cfg.eval_steps)
-    results = launch(run_jobs(cfg, data, eval_data), directory / "runs", launcher_overrides(), label="compare")
+    jobs = run_jobs(cfg, data, eval_data)
+    launcher = launcher_overrides() or parallel_launcher(local_jobs(cfg.jobs, len(jobs), str(cfg.device)))
+    results = launch(jobs, directory / "runs", launcher, label="compare")
     runs, images, missing = [], {}, []
     for result in results:
         objective, seed = result.job.name.split("/")[0], int(result.job.name.rsplit("seed", 1)[1])
