@@ -112,13 +112,19 @@ def test_compare_data_directories_differ_by_env_version_task_and_kwargs():
     assert dataset_tag("worldssl/DMC-v0", {"task": "hop", "domain": "hopper"}) == tags[5]  # order-free
 
 
-def test_compare_runs_one_job_per_core_on_a_cpu_and_one_at_a_time_on_a_gpu(monkeypatch):
+def test_compare_runs_one_job_per_core_that_memory_holds_on_a_cpu_and_one_at_a_time_on_a_gpu(monkeypatch):
     import os
 
+    from worldssl.verbs import compare
     from worldssl.verbs.compare import local_jobs, parallel_launcher
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(compare, "available_gb", lambda: 64.0)
     assert local_jobs("auto", 9, "cpu") == 4 and local_jobs("auto", 3, "cpu") == 3
+    monkeypatch.setattr(compare, "available_gb", lambda: 7.0)  # memory for two runs only
+    assert local_jobs("auto", 9, "cpu") == 2
+    monkeypatch.setattr(compare, "available_gb", lambda: 1.0)
+    assert local_jobs("auto", 9, "cpu") == 1
     assert local_jobs("auto", 9, "cuda") == 1 and local_jobs("auto", 9, "cuda:1") == 1
     assert local_jobs(2, 9, "cuda") == 2 and local_jobs(5, 2, "cpu") == 2
     assert parallel_launcher(1) == [] and parallel_launcher(3) == ["hydra/launcher=joblib", "hydra.launcher.n_jobs=3"]

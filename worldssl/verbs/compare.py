@@ -174,12 +174,15 @@ _COMPARE_KEYS = ("objectives", "seeds", "objective_kwargs", "data_root", "train_
                  "eval_episodes", "eval_episode_steps", "out", "objective", "jobs")
 
 
+#: resident memory of one default Shapes run (1,000 x 100 train frames), with margin: 2.2-2.4 GB measured
+RUN_GB = 3.0
+
+
 def local_jobs(jobs: Any, count: int, device: str = "auto") -> int:
     """How many of ``count`` runs go at once on this machine: ``jobs``, or for ``auto`` one per usable CPU core
-    on a CPU and one at a time on a GPU (the runs are small: several on one GPU gain little and share its
-    memory). On a 2-core CPU two one-thread runs take about half the time of running them one after another,
-    while one two-thread run gains little over one thread (the models are small; measured in
-    docs/results/compare-shapes.md)."""
+    on a CPU, as many as the available memory holds at :data:`RUN_GB` each, and one at a time on a GPU (the
+    runs are small: several on one GPU gain little and share its memory). On a 2-core CPU two one-thread runs
+    at once take about half the time of running them one after another (docs/results/compare-shapes.md)."""
     if jobs != "auto":
         return max(1, min(int(jobs), count))
     import os
@@ -189,7 +192,18 @@ def local_jobs(jobs: Any, count: int, device: str = "auto") -> int:
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, count))
+    return max(1, min(cores, count, int(available_gb() // RUN_GB)))
+
+
+def available_gb() -> float:
+    """Memory available to new processes (``MemAvailable`` of /proc/meminfo); unknown elsewhere: unlimited."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
 
 
 def parallel_launcher(n: int) -> list[str]:
