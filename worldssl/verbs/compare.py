@@ -6,9 +6,10 @@ train and eval data, number of updates, evaluation. Each is ranked with C-SWM's 
 are collected first. compare is a sweep plus a report: the runs are ``worldssl worldmodel`` jobs of one hydra
 multirun (:mod:`worldssl.sweep.jobs`), launched by the launcher given on the command line
 (``submitit_slurm`` on a cluster). Without one, ``jobs`` picks how many run at once on this machine: ``auto``
-runs one per CPU core through hydra's joblib launcher (one thread each), or one at a time on a GPU. Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a
-finished run (its ``summary.json``) is not run again and an interrupted one resumes from its checkpoint, so
-re-running the same command (with the same ``out=``) continues where it stopped.
+runs one per CPU core (as far as memory allows) through hydra's joblib launcher, one thread each, or one at a
+time on a GPU. Every run lives in ``<out>/runs/<objective>/seed<seed>/``: a finished run (its
+``summary.json``) is not run again and an interrupted one resumes from its checkpoint, so re-running the same
+command (with the same ``out=``) continues where it stopped.
 """
 
 from __future__ import annotations
