@@ -181,16 +181,16 @@ RUN_GB = 3.0
 
 def local_jobs(jobs: Any, count: int, device: str = "auto") -> int:
     """How many of ``count`` runs go at once on this machine: ``jobs``, or for ``auto`` one per usable CPU core
-    on a CPU, as many as the available memory holds at :data:`RUN_GB` each, and one at a time on a GPU (the
+    on a CPU, as many as the available memory holds at :data:`RUN_GB` each, and one at a time on a GPU or MPS (the
     runs are small: several on one GPU gain little and share its memory). On a 2-core CPU two one-thread runs
     at once take about half the time of running them one after another (docs/results/compare-shapes.md)."""
     if jobs != "auto":
         return max(1, min(int(jobs), count))
     import os
 
-    import torch
+    from worldssl.runtime.device import resolve_device
 
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+    if not (str(resolve_device()) if device == "auto" else device).startswith("cpu"):
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, count, int(available_gb() // RUN_GB)))
